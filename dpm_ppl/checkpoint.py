@@ -1,0 +1,110 @@
+"""Spec-stamped, atomic, verified checkpoints (Equinox serialisation).
+
+A checkpoint is one file: a JSON header line (format, library version, model spec, step, the
+SHA-256 of the payload, small metadata) followed by the leaves serialised with
+`equinox.tree_serialise_leaves`. Writes go to a temporary file that is fsynced and renamed over
+the target, and the previous good checkpoint is kept beside it as ``<name>.prev``, so a crash at
+any moment leaves at least one loadable checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+
+
+__all__ = ["CheckpointError", "load", "save"]
+
+_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, corrupted, or of another model."""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def save(path: str | os.PathLike, tree: Any, spec: dict, meta: dict | None = None) -> None:
+    """Write ``tree`` atomically with its ``spec`` and ``meta``; keep the previous file as ``.prev``."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, tree)
+    payload = buffer.getvalue()
+    header = {
+        "format": _FORMAT,
+        "library_version": _version(),
+        "spec": spec,
+        "meta": meta or {},
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(header).encode() + b"\n")
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict, bytes]:
+    """The header and the verified payload of a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {str(path)!r}: train first (`dpm fit ... --out DIR`).")
+    raw = path.read_bytes()
+    line, sep, payload = raw.partition(b"\n")
+    try:
+        header = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not sep or not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a dpm_ppl checkpoint (unreadable header).")
+    if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CheckpointError(
+            f"{str(path)!r} is truncated or corrupted (its content hash does not match); "
+            f"use the previous checkpoint {str(path) + '.prev'!r} if it exists."
+        )
+    return header, payload
+
+
+def load(path: str | os.PathLike, like: Any, spec: dict | None = None) -> tuple[Any, dict]:
+    """Read a checkpoint into the structure of ``like``; check its spec and library version.
+
+    Raises `CheckpointError` naming the first field of the spec that differs.
+    """
+    header, payload = read_header(path)
+    if header["library_version"] != _version():
+        raise CheckpointError(
+            f"{str(path)!r} was written by dpm_ppl {header['library_version']}, this is {_version()}; "
+            "retrain, or install that version to use it."
+        )
+    if spec is not None and header["spec"] != spec:
+        diff = sorted(k for k in set(spec) | set(header["spec"]) if spec.get(k) != header["spec"].get(k))
+        k = diff[0]
+        raise CheckpointError(
+            f"{str(path)!r} holds a different model: spec field {k!r} is {header['spec'].get(k)!r} there "
+            f"but {spec.get(k)!r} here. Use the model script and settings it was trained with."
+        )
+    try:
+        tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+    except Exception as err:  # equinox raises assorted errors on a structure mismatch
+        raise CheckpointError(f"{str(path)!r} does not match this model's parameters: {err}") from err
+    return tree, header

@@ -1,0 +1,157 @@
+"""The user-facing declaration: a Gaussian diffusion probabilistic model as NumPyro programs.
+
+The reverse chain is the model, the forward chain is the guide (paper §2.1–2.3):
+
+    model:  x^T ~ π,  x^{t−1} ~ p(x^{t−1}|x^t) for t = T…2  (site "trajectory"),  x⁰ ~ p(x⁰|x¹)  (site "x0")
+    guide:  x^t ~ q(x^t|x^{t−1}) for t = 1…T  (site "trajectory")
+
+so ``SVI(d.model, d.guide, optax.adam(1e-3), DiffusionELBO())`` maximises the bound K (Eq 14) and
+``Trace_ELBO`` on the same pair estimates the same number by plain Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jaxtyping import Array, Float
+from numpyro import handlers
+from numpyro.contrib.module import eqx_module
+
+from . import gaussian
+from .chains import LAST_STEP, ForwardChain, ReverseChain
+from .kernels import GaussianReverse, ReverseKernel
+from .schedules import AbstractSchedule
+
+
+__all__ = ["GaussianDiffusion", "TRAJECTORY", "X0"]
+
+TRAJECTORY = "trajectory"
+X0 = "x0"
+
+
+class GaussianDiffusion(eqx.Module):
+    """A Gaussian diffusion probabilistic model (paper §2, Table App.1).
+
+    **Arguments:**
+
+    - `event_shape`: the shape of one example, e.g. ``(2,)`` for the Swiss roll.
+    - `schedule`: the β schedule (`dpm_ppl.schedules`); a `LearnedSchedule` is trained by SVI.
+    - `network`: an Equinox network ``(x, t) -> (z_mu, z_sigma)`` turned into the reverse kernel
+      by `GaussianReverse` and trained; registered with `numpyro.contrib.module.eqx_module`.
+    - `kernel`: instead of a network, any fixed callable ``(x_t, t) -> (mean, variance)`` (the
+      oracles of `dpm_ppl.kernels`, or your own).
+    - `mean`: the mean parameterisation of `GaussianReverse` ("reference" or "paper").
+    - `trainable`: whether `model`/`guide` register the network and schedule as NumPyro params
+      (`bind` returns a frozen copy holding trained values).
+    """
+
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    schedule: AbstractSchedule
+    network: eqx.Module | None = None
+    kernel: ReverseKernel | None = None
+    mean: Literal["reference", "paper"] = eqx.field(static=True, default="reference")
+    trainable: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if (self.network is None) == (self.kernel is None):
+            raise ValueError("Give exactly one of `network` (trained) or `kernel` (a fixed reverse kernel).")
+        if not self.event_shape or any(int(n) < 1 for n in self.event_shape):
+            raise ValueError(f"`event_shape` must be a non-empty tuple of positive sizes, got {self.event_shape!r}.")
+        if not isinstance(self.schedule, AbstractSchedule):
+            raise TypeError(f"`schedule` must be a dpm_ppl schedule, got {type(self.schedule).__name__}.")
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of diffusion steps."""
+        return self.schedule.num_steps
+
+    @property
+    def event_ndim(self) -> int:
+        return len(self.event_shape)
+
+    @property
+    def dim(self) -> int:
+        """d, the number of dimensions of one example."""
+        return math.prod(self.event_shape)
+
+    # -- pieces shared by model, guide and prior --------------------------------------------
+
+    def betas(self) -> Float[Array, " T"]:
+        """β₁…β_T; inside a NumPyro program a learned schedule is the param ``"schedule$params"``."""
+        schedule = self.schedule
+        if self.trainable and schedule.is_learned:
+            schedule = eqx_module("schedule", schedule)
+        return schedule()
+
+    def reverse_kernel(self, betas: Float[Array, " T"]) -> ReverseKernel:
+        """The reverse kernel; a network becomes the param ``"network$params"`` inside a program."""
+        if self.kernel is not None:
+            return self.kernel
+        network = eqx_module("network", self.network) if self.trainable else self.network
+        return GaussianReverse(network, betas, self.mean)
+
+    def _chain(self, batch_shape: tuple[int, ...]) -> tuple[Array, Array]:
+        betas = self.betas()
+        traj = numpyro.sample(TRAJECTORY, ReverseChain(self.reverse_kernel(betas), betas, batch_shape, self.event_shape))
+        x1 = traj[(..., 0) + (slice(None),) * self.event_ndim]
+        return betas, x1
+
+    def _last_step(self, x1: Array, beta1: Array) -> dist.Distribution:
+        mean, var = gaussian.last_step(x1, beta1)
+        return dist.Normal(mean, jnp.sqrt(var)).to_event(self.event_ndim)
+
+    def _check_data(self, x0: Array) -> None:
+        if tuple(x0.shape[1:]) != self.event_shape or x0.ndim != self.event_ndim + 1:
+            raise ValueError(
+                f"`x0` must have shape (batch, {', '.join(map(str, self.event_shape))}) for this model, "
+                f"got {tuple(x0.shape)}."
+            )
+
+    # -- the NumPyro programs ------------------------------------------------------------------
+
+    def model(self, x0: Array | None = None, num_samples: int = 1) -> Array:
+        """The reverse chain p(x⁰…x^T) (paper Eq 5): x⁰ is observed when given, sampled otherwise."""
+        if x0 is not None:
+            self._check_data(x0)
+            num_samples = x0.shape[0]
+        with numpyro.plate("data", num_samples):
+            betas, x1 = self._chain((num_samples,))
+            return numpyro.sample(X0, self._last_step(x1, betas[0]), obs=x0, infer={LAST_STEP: True})
+
+    def guide(self, x0: Array, num_samples: int = 1) -> None:
+        """The forward chain q(x¹…x^T | x⁰) (paper Eq 2), the variational distribution."""
+        del num_samples
+        self._check_data(x0)
+        with numpyro.plate("data", x0.shape[0]):
+            numpyro.sample(TRAJECTORY, ForwardChain(x0, self.betas(), self.event_ndim))
+
+    def prior(self, batch_shape: tuple[int, ...] = ()) -> Array:
+        """x⁰ ~ p(x⁰) as a sub-model for your own NumPyro programs: sample sites "trajectory" and "x0".
+
+        Add observation sites or ``numpyro.factor`` terms on the returned x⁰ to pose a posterior
+        query p(x⁰)·r(x⁰) (paper §2.5). Call it on a `bind`-frozen model.
+        """
+        betas, x1 = self._chain(tuple(batch_shape))
+        return numpyro.sample(X0, self._last_step(x1, betas[0]), infer={LAST_STEP: True})
+
+    def bind(self, params: dict) -> GaussianDiffusion:
+        """A frozen copy whose network and schedule hold ``params`` (e.g. ``svi.get_params(state)``)."""
+
+        def modules():
+            betas_schedule = eqx_module("schedule", self.schedule) if self.schedule.is_learned else self.schedule
+            network = eqx_module("network", self.network) if self.network is not None else None
+            return betas_schedule, network
+
+        schedule, network = handlers.substitute(modules, data=params)()
+        return dataclasses.replace(self, schedule=schedule, network=network, trainable=False)
+
+    def param_init(self) -> dict:
+        """The initial values of this model's NumPyro params, keyed as SVI keys them."""
+        trace = handlers.trace(handlers.seed(self.model, 0)).get_trace(jnp.zeros((1,) + self.event_shape))
+        return {name: site["value"] for name, site in trace.items() if site["type"] == "param"}
