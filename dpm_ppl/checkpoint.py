@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 
 
 __all__ = ["CheckpointError", "load", "save"]
@@ -34,11 +35,24 @@ def _version() -> str:
     return __version__
 
 
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _raw_keys(tree: Any) -> Any:
+    """Typed PRNG keys cannot be serialised: store their key data."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _typed_keys(tree: Any, like: Any) -> Any:
+    return jax.tree.map(lambda x, l: jax.random.wrap_key_data(x, impl=jax.random.key_impl(l)) if _is_key(l) else x, tree, like)
+
+
 def save(path: str | os.PathLike, tree: Any, spec: dict, meta: dict | None = None) -> None:
     """Write ``tree`` atomically with its ``spec`` and ``meta``; keep the previous file as ``.prev``."""
     path = Path(path)
     buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, tree)
+    eqx.tree_serialise_leaves(buffer, _raw_keys(tree))
     payload = buffer.getvalue()
     header = {
         "format": _FORMAT,
@@ -104,7 +118,7 @@ def load(path: str | os.PathLike, like: Any, spec: dict | None = None) -> tuple[
             f"but {spec.get(k)!r} here. Use the model script and settings it was trained with."
         )
     try:
-        tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        tree = _typed_keys(eqx.tree_deserialise_leaves(io.BytesIO(payload), _raw_keys(like)), like)
     except Exception as err:  # equinox raises assorted errors on a structure mismatch
         raise CheckpointError(f"{str(path)!r} does not match this model's parameters: {err}") from err
     return tree, header

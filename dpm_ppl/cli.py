@@ -1,0 +1,91 @@
+"""The ``dpm`` command: ``dpm fit SCRIPT`` and ``dpm sample RUN``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from .run import fit_experiment
+
+    fit_experiment(
+        args.script,
+        args.out,
+        steps=args.steps,
+        seed=args.seed,
+        num_steps=args.T,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        progress=not args.no_progress,
+        num_samples=args.num_samples,
+    )
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from . import diagnostics
+    from .run import load_run
+    from .sample import sample
+
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else Path(args.run)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = sample(run.diffusion, jax.random.key(args.seed), args.num_samples, trajectory=args.trajectory)
+    x0 = np.asarray(drawn.x0)
+    arrays = {"x0": x0, "x0_data_units": run.split.standardiser.inverse(x0)}
+    if drawn.trajectory is not None:
+        arrays["trajectory"] = np.asarray(drawn.trajectory)
+    np.savez(out / "samples.npz", **arrays)
+    diagnostics.plot_samples(run.split.test[: args.num_samples], x0, out / "samples.png")
+    print(f"wrote {args.num_samples} samples to {out / 'samples.npz'} and {out / 'samples.png'}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpm", description="Diffusion probabilistic models as NumPyro programs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model script on the bound K and report it in bits")
+    f.add_argument("script", help="a model script, e.g. models/swiss_roll.py")
+    f.add_argument("--out", help="the run folder (default runs/<name>)")
+    f.add_argument("--steps", type=_positive, help="training steps (default: the script's)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--T", type=_positive, help="diffusion steps T (default: the script's)")
+    f.add_argument("--batch-size", type=_positive)
+    f.add_argument("--num-samples", type=_positive, default=5_000, help="samples drawn for figures")
+    f.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=_fit)
+
+    s = sub.add_parser("sample", help="draw exact samples from a trained run")
+    s.add_argument("run", help="a run folder written by `dpm fit`")
+    s.add_argument("--num-samples", type=_positive, default=1_000)
+    s.add_argument("--trajectory", action="store_true", help="also save whole reverse trajectories")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="where to write (default: the run folder)")
+    s.set_defaults(func=_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f"dpm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Model scripts: a file in ``models/`` declares ONE `Experiment` named ``experiment``.
+
+A script is import-safe (no work at import time): it names the data, a factory for the model,
+the training defaults and the paper's row to print beside the results. `load_script` imports it
+from a path and checks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from jaxtyping import PRNGKeyArray
+
+from .data import Dataset
+from .model import GaussianDiffusion
+from .train import TrainConfig
+
+
+__all__ = ["Experiment", "PaperRow", "load_script"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    """A row of the paper's Table 1: K and K − L_null in bits per example."""
+
+    K_bits: float
+    K_minus_Lnull_bits: float
+    units: str = "bits"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What a model script declares.
+
+    - `name`: a short name (used for default output folders).
+    - `data`: the `Dataset`.
+    - `model`: ``model(key, num_steps) -> GaussianDiffusion``, building the network from ``key``.
+    - `num_steps`: the default T (``dpm fit --T`` overrides it for quick runs).
+    - `train`: the default `TrainConfig`.
+    - `paper`: the paper's Table 1 row, if it has one.
+    """
+
+    name: str
+    data: Dataset
+    model: Callable[[PRNGKeyArray, int], GaussianDiffusion]
+    num_steps: int
+    train: TrainConfig
+    paper: PaperRow | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.data, Dataset):
+            raise TypeError(f"`data` must be a dpm_ppl Dataset, got {type(self.data).__name__}.")
+        if not callable(self.model):
+            raise TypeError("`model` must be a callable (key, num_steps) -> GaussianDiffusion.")
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"`train` must be a TrainConfig, got {type(self.train).__name__}.")
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
+            raise ValueError(f"`num_steps` (T) must be an integer ≥ 1, got {self.num_steps!r}.")
+
+
+def load_script(path: str | Path) -> Experiment:
+    """Import a model script from its path and return its ``experiment``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model script at {str(path)!r}. The scripts shipped are in models/ (e.g. models/swiss_roll.py).")
+    module_name = f"_dpm_script_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{str(path)!r} is not a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    experiment = getattr(module, "experiment", None)
+    if not isinstance(experiment, Experiment):
+        raise ValueError(
+            f"{str(path)!r} declares no `experiment = dpm_ppl.Experiment(...)`; a model script must define one "
+            "(see models/swiss_roll.py)."
+        )
+    return experiment

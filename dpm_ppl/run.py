@@ -1,0 +1,214 @@
+"""A run folder: fit a model script end to end, write its results, and load it back.
+
+``fit_experiment`` trains, evaluates the held-out bound in bits beside the paper's Table 1 row
+and the generator's true log-likelihood, samples, and writes into ``out``:
+
+    run.json        how the run was made (script, T, seed, settings, standardiser)
+    checkpoint.eqx  the SVI state (atomic; the previous one kept as .prev)
+    results.json    K_bits, K_minus_Lnull_bits, K_stderr_bits, true_loglik_bits, train_seconds, steps, ...
+    fit.nc          the ArviZ DataTree (samples, data, per-example bound, training trace, schedule)
+    samples.png, trajectories.png, loss.png, betas.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from . import checkpoint, diagnostics
+from .chains import ForwardChain
+from .data import Split, Standardiser
+from .experiment import Experiment, load_script
+from .model import GaussianDiffusion
+from .sample import sample
+from .train import CHECKPOINT, TrainConfig, bound_terms, fit, make_svi
+
+
+__all__ = ["LoadedRun", "fit_experiment", "load_run"]
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+LN2 = math.log(2.0)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def model_spec(name: str, diffusion: GaussianDiffusion, config: TrainConfig) -> dict:
+    """What a checkpoint must match to be resumed or loaded: the model's shape and its trainer."""
+    params = diffusion.param_init()
+    shapes = {
+        jax.tree_util.keystr(path): list(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+    return {
+        "script": name,
+        "num_steps": diffusion.num_steps,
+        "event_shape": list(diffusion.event_shape),
+        "params": shapes,
+        "optimizer": [config.learning_rate, config.final_learning_rate, config.warmup, config.steps, config.grad_clip],
+    }
+
+
+class LoadedRun(NamedTuple):
+    """A trained run: the experiment, the trained (bound) model, its data split and settings."""
+
+    experiment: Experiment
+    diffusion: GaussianDiffusion
+    split: Split
+    info: dict
+
+
+def _build(experiment: Experiment, num_steps: int, seed: int) -> tuple[GaussianDiffusion, Split]:
+    key = jax.random.key(seed)
+    split = experiment.data.split(seed)
+    return experiment.model(jax.random.fold_in(key, 0), num_steps), split
+
+
+def fit_experiment(
+    script: str | Path,
+    out: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    num_steps: int | None = None,
+    batch_size: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    num_samples: int = 5_000,
+) -> dict:
+    """``dpm fit``: train a model script, evaluate, sample and write the run folder; returns results."""
+    experiment = load_script(script)
+    T = num_steps if num_steps is not None else experiment.num_steps
+    overrides = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
+    config = dataclasses.replace(experiment.train, **overrides)
+    if "steps" in overrides:  # keep evaluation and checkpoints inside a shortened run
+        config = dataclasses.replace(
+            config, eval_every=min(config.eval_every, config.steps), checkpoint_every=min(config.checkpoint_every, config.steps)
+        )
+    out = Path(out) if out is not None else Path("runs") / experiment.name
+    out.mkdir(parents=True, exist_ok=True)
+    diffusion, split = _build(experiment, T, seed)
+    spec = model_spec(experiment.name, diffusion, config)
+    info = {
+        "script": str(Path(script).resolve()),
+        "name": experiment.name,
+        "num_steps": T,
+        "seed": seed,
+        "train": dataclasses.asdict(config),
+        "standardiser": {"shift": split.standardiser.shift.tolist(), "scale": split.standardiser.scale},
+        "spec": spec,
+    }
+    if not resume:
+        _write_json(out / RUN_FILE, info)
+    key = jax.random.key(seed)
+    result = fit(
+        diffusion, split.train, split.test, config, jax.random.fold_in(key, 1),
+        out_dir=out, spec=spec, resume=resume, progress=progress,
+    )
+    trained = diffusion.bind(result.params)
+    return report(experiment, trained, split, result.history, out, key, num_samples=num_samples, steps=config.steps)
+
+
+def report(
+    experiment: Experiment,
+    trained: GaussianDiffusion,
+    split: Split,
+    history: dict,
+    out: Path,
+    key: jax.Array,
+    *,
+    num_samples: int,
+    steps: int,
+) -> dict:
+    """Evaluate on the whole held-out set, sample, and write results, DataTree and figures."""
+    terms = bound_terms(trained, {}, split.test, jax.random.fold_in(key, 2))
+    bits = {k: np.asarray(v) for k, v in terms.bits().items()}
+    n = len(bits["K"])
+    results = {
+        "K_bits": float(bits["K"].mean()),
+        "K_minus_Lnull_bits": float(bits["K_minus_Lnull"].mean()),
+        "K_stderr_bits": float(bits["K"].std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "L_null_bits": float(bits["log_null"].mean()),
+        "num_heldout": n,
+        "steps": steps,
+        "train_seconds": float(history["seconds"]),
+        "num_steps_T": trained.num_steps,
+        "data_scale": split.standardiser.scale,
+    }
+    raw_test = split.standardiser.inverse(split.test)
+    true_lp = experiment.data.true_log_prob(raw_test)
+    if true_lp is not None:
+        true_bits = (np.asarray(true_lp) + split.standardiser.log_jacobian(trained.dim)) / LN2
+        results["true_loglik_bits"] = float(true_bits.mean())
+        results["true_loglik_stderr_bits"] = float(true_bits.std(ddof=1) / math.sqrt(len(true_bits)))
+        results["gap_to_truth_bits"] = results["true_loglik_bits"] - results["K_bits"]
+    # Results in data units too: log p_raw = log p_std − d·log(scale).
+    results["K_bits_data_units"] = results["K_bits"] - split.standardiser.log_jacobian(trained.dim) / LN2
+    if experiment.paper is not None:
+        results["paper_K_bits"] = experiment.paper.K_bits
+        results["paper_K_minus_Lnull_bits"] = experiment.paper.K_minus_Lnull_bits
+    _write_json(out / RESULTS_FILE, results)
+
+    betas = np.asarray(trained.betas())
+    drawn = sample(trained, jax.random.fold_in(key, 3), num_samples, trajectory=True)
+    samples = np.asarray(drawn.x0)
+    diagnostics.fit_datatree(samples, split.test, bits, history, betas).to_netcdf(out / "fit.nc", engine="h5netcdf")
+    diagnostics.plot_samples(split.test[:num_samples], samples, out / "samples.png")
+    m = min(1_000, num_samples, len(split.test))
+    x0 = split.test[:m]
+    fwd = np.asarray(ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim).sample(jax.random.fold_in(key, 4)))
+    forward = np.concatenate([x0[None], np.moveaxis(fwd, 1, 0)])
+    reverse = np.concatenate([samples[None, :m], np.moveaxis(np.asarray(drawn.trajectory[:m]), 1, 0)])
+    diagnostics.plot_trajectories(forward, reverse, out / "trajectories.png")
+    diagnostics.plot_loss(history, out / "loss.png")
+    initial = np.asarray(experiment.model(jax.random.key(0), trained.num_steps).schedule())
+    diagnostics.plot_betas(betas, out / "betas.png", initial=initial)
+    print_results(results, experiment)
+    return results
+
+
+def print_results(results: dict, experiment: Experiment) -> None:
+    """The held-out bound beside the paper's Table 1 row and the generator's truth."""
+    rows = [("", "K (bits)", "K − L_null (bits)")]
+    rows.append(
+        ("dpm_ppl (held-out)", f"{results['K_bits']:.3f} ± {results['K_stderr_bits']:.3f}", f"{results['K_minus_Lnull_bits']:.3f}")
+    )
+    if experiment.paper is not None:
+        rows.append(("paper, Table 1", f"{experiment.paper.K_bits}", f"{experiment.paper.K_minus_Lnull_bits}"))
+    if "true_loglik_bits" in results:
+        rows.append(
+            ("true log-likelihood", f"{results['true_loglik_bits']:.3f} ± {results['true_loglik_stderr_bits']:.3f}", "")
+        )
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"\n{experiment.name}: T = {results['num_steps_T']}, {results['steps']} steps, {results['train_seconds']:.0f} s")
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, width)))
+
+
+def load_run(run: str | Path) -> LoadedRun:
+    """Rebuild a trained model from its run folder (``dpm sample``, ``dpm evaluate``, queries)."""
+    run = Path(run)
+    if not (run / RUN_FILE).is_file():
+        raise FileNotFoundError(f"{str(run)!r} is not a run folder (no {RUN_FILE}); create one with `dpm fit SCRIPT --out DIR`.")
+    info = json.loads((run / RUN_FILE).read_text())
+    experiment = load_script(info["script"])
+    diffusion, split = _build(experiment, info["num_steps"], info["seed"])
+    config = TrainConfig(**info["train"])
+    svi = make_svi(diffusion, config)
+    like = svi.init(jax.random.key(0), jax.numpy.asarray(split.train[: config.batch_size]))
+    state, _ = checkpoint.load(run / CHECKPOINT, like, model_spec(experiment.name, diffusion, config))
+    expected = Standardiser(np.asarray(info["standardiser"]["shift"], np.float32), info["standardiser"]["scale"])
+    if not np.allclose(expected.scale, split.standardiser.scale):
+        raise checkpoint.CheckpointError(f"The data of {str(run)!r} changed since training (standardiser differs).")
+    return LoadedRun(experiment, diffusion.bind(svi.get_params(state)), split, info)
