@@ -63,9 +63,7 @@ class BoundTerms(NamedTuple):
         return out
 
 
-def _kl_at(
-    key: PRNGKeyArray, x0: Array, t: Array, betas: Array, kernel: ReverseKernel, event_ndim: int
-) -> Array:
+def _kl_at(key: PRNGKeyArray, x0: Array, t: Array, betas: Array, kernel: ReverseKernel, event_ndim: int) -> Array:
     """KL(q(xᵗ⁻¹|xᵗ,x⁰) ‖ p(xᵗ⁻¹|xᵗ)) at xᵗ = √ᾱ_t x⁰ + √(1−ᾱ_t) ε (frozen noise), per example."""
     t_b = t.reshape(t.shape + (1,) * event_ndim)
     mean_t, var_t = gaussian.marginal(x0, t_b, betas)
@@ -164,9 +162,9 @@ class DiffusionELBO(ELBO):
 
     It traces the guide and the model, finds the trajectory site (a `ForwardChain` in the guide, a
     `ReverseChain` in the model) and evaluates K from closed forms: a KL at a random t per example
-    scaled to the full sum for training, or the exact sum over t (``t_sampling="all"``) for
-    evaluation, or from one whole trajectory (see `gaussian_bound_terms`). Any other sites of the model and guide (your own latents, factors) enter by plain
-    Monte Carlo, as in ``Trace_ELBO``.
+    scaled to the full sum for training, the exact sum over t (``estimator="all"``) for evaluation,
+    or every term from one whole trajectory (see `gaussian_bound_terms`). Any other sites of the
+    model and guide (your own latents, factors) enter by plain Monte Carlo, as in ``Trace_ELBO``.
 
     **Arguments:**
 

@@ -91,7 +91,9 @@ class ForwardChain(Distribution):
 
     def log_prob(self, value):
         ax = _time_axis(self.event_ndim)
-        x0 = jnp.broadcast_to(jnp.expand_dims(self.x0, ax), value.shape[:ax] + (1,) + value.shape[ax + 1 :])
+        x0 = jnp.broadcast_to(
+            jnp.expand_dims(self.x0, ax), value.shape[:ax] + (1,) + value.shape[value.ndim + ax + 1 :]
+        )
         prev = jnp.concatenate([x0, lax.slice_in_dim(value, 0, value.shape[ax] - 1, axis=ax)], axis=ax)
         beta = _per_step(self.betas, self.event_ndim)
         lp = gaussian.log_normal(value, jnp.sqrt(1.0 - beta) * prev, beta)

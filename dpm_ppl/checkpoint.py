@@ -45,7 +45,9 @@ def _raw_keys(tree: Any) -> Any:
 
 
 def _typed_keys(tree: Any, like: Any) -> Any:
-    return jax.tree.map(lambda x, l: jax.random.wrap_key_data(x, impl=jax.random.key_impl(l)) if _is_key(l) else x, tree, like)
+    return jax.tree.map(
+        lambda x, l: jax.random.wrap_key_data(x, impl=jax.random.key_impl(l)) if _is_key(l) else x, tree, like
+    )
 
 
 def save(path: str | os.PathLike, tree: Any, spec: dict, meta: dict | None = None) -> None:

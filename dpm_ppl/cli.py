@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.num_samples} samples to {out / 'samples.npz'} and {out / 'samples.png'}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+
+    evaluate_run(
+        args.run,
+        num_trajectories=args.num_trajectories,
+        split=args.split,
+        num_data=args.num_data,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress,
+    )
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -74,6 +91,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="where to write (default: the run folder)")
     s.set_defaults(func=_sample)
+
+    e = sub.add_parser("evaluate", help="estimate log p(x⁰) by importance sampling over forward trajectories")
+    e.add_argument("run", help="a run folder written by `dpm fit`")
+    e.add_argument("--num-trajectories", type=_positive, default=1_000, help="M, trajectories per datum")
+    e.add_argument("--split", choices=("test", "train"), default="test", help="which data to evaluate")
+    e.add_argument("--num-data", type=_positive, help="evaluate the first N data of the split (default: all)")
+    e.add_argument("--chunk-size", type=_positive, default=128, help="trajectories per datum evaluated at once")
+    e.add_argument("--batch-size", type=_positive, default=64, help="data per compiled call")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="where to write evaluation.json, likelihood.nc, khat.png (default: the run folder)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=_evaluate)
     return p
 
 
@@ -81,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"dpm {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, TypeError, FloatingPointError) as err:
+        if os.environ.get("DPM_DEBUG"):
+            raise
+        print(f"dpm {args.command}: error: {err}\n(set DPM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0
 

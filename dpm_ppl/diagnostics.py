@@ -81,8 +81,8 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
     ts = [0, T // 2, T]
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.5), sharex=True, sharey=True)
     for j, t in enumerate(ts):
-        _scatter(axes[0, j], forward[t], f"q(x^{t}) forward", "tab:blue")
-        _scatter(axes[1, j], reverse[t], f"p(x^{t}) reverse", "tab:orange")
+        _scatter(axes[0, j], forward[t], f"forward $q(x^{{{t}}})$", "tab:blue")
+        _scatter(axes[1, j], reverse[t], f"reverse $p(x^{{{t}}})$", "tab:orange")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -111,7 +111,7 @@ def plot_betas(betas: np.ndarray, path: str | Path, initial: np.ndarray | None =
         ax.semilogy(t, initial, "--", label="initial")
     ax.semilogy(t, betas, label="trained")
     ax.set_xlabel("t")
-    ax.set_ylabel("β_t")
+    ax.set_ylabel(r"$\beta_t$")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -66,7 +66,9 @@ def load_script(path: str | Path) -> Experiment:
     """Import a model script from its path and return its ``experiment``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No model script at {str(path)!r}. The scripts shipped are in models/ (e.g. models/swiss_roll.py).")
+        raise FileNotFoundError(
+            f"No model script at {str(path)!r}. The scripts shipped are in models/ (e.g. models/swiss_roll.py)."
+        )
     module_name = f"_dpm_script_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -15,6 +15,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 __all__ = [
     "alpha_bar",
+    "one_minus_alpha_bar",
     "bound_constant",
     "entropy_normal",
     "entropy_prior",
@@ -33,10 +34,18 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _log_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
+    return jnp.concatenate([jnp.zeros((1,), betas.dtype), jnp.cumsum(jnp.log1p(-betas))])
+
+
 def alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
     """ᾱ_0…ᾱ_T, computed in log space so that long schedules (T = 4000) stay accurate."""
-    log_alpha = jnp.log1p(-betas)
-    return jnp.exp(jnp.concatenate([jnp.zeros((1,), betas.dtype), jnp.cumsum(log_alpha)]))
+    return jnp.exp(_log_alpha_bar(betas))
+
+
+def one_minus_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
+    """1 − ᾱ_0…1 − ᾱ_T via expm1: in float32, 1 − ᾱ_t keeps ~3 digits when β₁ ~ 10⁻⁵, this keeps all."""
+    return -jnp.expm1(_log_alpha_bar(betas))
 
 
 def forward_kernel(x_prev: Array, beta_t: ArrayLike) -> tuple[Array, Array]:
@@ -47,31 +56,24 @@ def forward_kernel(x_prev: Array, beta_t: ArrayLike) -> tuple[Array, Array]:
 
 def marginal(x0: Array, t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> tuple[Array, Array]:
     """q(xᵗ | x⁰) = N(√ᾱ_t·x⁰, (1−ᾱ_t) I) (paper-spec §3.2; the frozen-noise route): (mean, variance)."""
-    abar = alpha_bar(betas)[t]
-    return jnp.sqrt(abar) * x0, jnp.broadcast_to(1.0 - abar, jnp.shape(x0))
+    return jnp.sqrt(alpha_bar(betas)[t]) * x0, jnp.broadcast_to(one_minus_alpha_bar(betas)[t], jnp.shape(x0))
 
 
 def posterior_variance(t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> Array:
     """β̃_t = (1−ᾱ_{t−1})·β_t / (1−ᾱ_t), the variance of q(xᵗ⁻¹ | xᵗ, x⁰); the lower entropy bound (Eq 24)."""
-    abar = alpha_bar(betas)
-    beta_t = betas[t - 1]
-    return (1.0 - abar[t - 1]) * beta_t / (1.0 - abar[t])
+    oma = one_minus_alpha_bar(betas)
+    return oma[t - 1] * betas[t - 1] / oma[t]
 
 
-def posterior(
-    x0: Array, xt: Array, t: Int[ArrayLike, ""], betas: Float[Array, " T"]
-) -> tuple[Array, Array]:
+def posterior(x0: Array, xt: Array, t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> tuple[Array, Array]:
     """q(xᵗ⁻¹ | xᵗ, x⁰) = N(μ̃_t, β̃_t I) (paper-spec §3.2), for t ≥ 2: returns (mean, variance).
 
     μ̃_t = √ᾱ_{t−1}·β_t/(1−ᾱ_t)·x⁰ + √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t)·xᵗ.
     """
-    abar = alpha_bar(betas)
+    abar, oma = alpha_bar(betas), one_minus_alpha_bar(betas)
     beta_t = betas[t - 1]
-    denom = 1.0 - abar[t]
-    mean = (jnp.sqrt(abar[t - 1]) * beta_t / denom) * x0 + (
-        jnp.sqrt(1.0 - beta_t) * (1.0 - abar[t - 1]) / denom
-    ) * xt
-    var = (1.0 - abar[t - 1]) * beta_t / denom
+    mean = (jnp.sqrt(abar[t - 1]) * beta_t / oma[t]) * x0 + (jnp.sqrt(1.0 - beta_t) * oma[t - 1] / oma[t]) * xt
+    var = oma[t - 1] * beta_t / oma[t]
     return mean, jnp.broadcast_to(var, jnp.shape(mean))
 
 
@@ -101,7 +103,7 @@ def entropy_normal(var: ArrayLike, dim: int) -> Array:
 
 def entropy_q_T_given_0(betas: Float[Array, " T"], dim: int) -> Array:
     """H_q(X^T | X⁰) = (d/2)·log(2πe(1−ᾱ_T)) (paper Eq 14; App. B)."""
-    return entropy_normal(1.0 - alpha_bar(betas)[-1], dim)
+    return entropy_normal(one_minus_alpha_bar(betas)[-1], dim)
 
 
 def entropy_q_1_given_0(betas: Float[Array, " T"], dim: int) -> Array:

@@ -98,7 +98,9 @@ class GaussianDiffusion(eqx.Module):
 
     def _chain(self, batch_shape: tuple[int, ...]) -> tuple[Array, Array]:
         betas = self.betas()
-        traj = numpyro.sample(TRAJECTORY, ReverseChain(self.reverse_kernel(betas), betas, batch_shape, self.event_shape))
+        traj = numpyro.sample(
+            TRAJECTORY, ReverseChain(self.reverse_kernel(betas), betas, batch_shape, self.event_shape)
+        )
         x1 = traj[(..., 0) + (slice(None),) * self.event_ndim]
         return betas, x1
 

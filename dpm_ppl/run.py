@@ -48,8 +48,7 @@ def model_spec(name: str, diffusion: GaussianDiffusion, config: TrainConfig) -> 
     """What a checkpoint must match to be resumed or loaded: the model's shape and its trainer."""
     params = diffusion.param_init()
     shapes = {
-        jax.tree_util.keystr(path): list(leaf.shape)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        jax.tree_util.keystr(path): list(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
     }
     return {
         "script": name,
@@ -94,7 +93,9 @@ def fit_experiment(
     config = dataclasses.replace(experiment.train, **overrides)
     if "steps" in overrides:  # keep evaluation and checkpoints inside a shortened run
         config = dataclasses.replace(
-            config, eval_every=min(config.eval_every, config.steps), checkpoint_every=min(config.checkpoint_every, config.steps)
+            config,
+            eval_every=min(config.eval_every, config.steps),
+            checkpoint_every=min(config.checkpoint_every, config.steps),
         )
     out = Path(out) if out is not None else Path("runs") / experiment.name
     out.mkdir(parents=True, exist_ok=True)
@@ -113,8 +114,15 @@ def fit_experiment(
         _write_json(out / RUN_FILE, info)
     key = jax.random.key(seed)
     result = fit(
-        diffusion, split.train, split.test, config, jax.random.fold_in(key, 1),
-        out_dir=out, spec=spec, resume=resume, progress=progress,
+        diffusion,
+        split.train,
+        split.test,
+        config,
+        jax.random.fold_in(key, 1),
+        out_dir=out,
+        spec=spec,
+        resume=resume,
+        progress=progress,
     )
     trained = diffusion.bind(result.params)
     return report(experiment, trained, split, result.history, out, key, num_samples=num_samples, steps=config.steps)
@@ -167,7 +175,9 @@ def report(
     diagnostics.plot_samples(split.test[:num_samples], samples, out / "samples.png")
     m = min(1_000, num_samples, len(split.test))
     x0 = split.test[:m]
-    fwd = np.asarray(ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim).sample(jax.random.fold_in(key, 4)))
+    fwd = np.asarray(
+        ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim).sample(jax.random.fold_in(key, 4))
+    )
     forward = np.concatenate([x0[None], np.moveaxis(fwd, 1, 0)])
     reverse = np.concatenate([samples[None, :m], np.moveaxis(np.asarray(drawn.trajectory[:m]), 1, 0)])
     diagnostics.plot_trajectories(forward, reverse, out / "trajectories.png")
@@ -182,7 +192,11 @@ def print_results(results: dict, experiment: Experiment) -> None:
     """The held-out bound beside the paper's Table 1 row and the generator's truth."""
     rows = [("", "K (bits)", "K − L_null (bits)")]
     rows.append(
-        ("dpm_ppl (held-out)", f"{results['K_bits']:.3f} ± {results['K_stderr_bits']:.3f}", f"{results['K_minus_Lnull_bits']:.3f}")
+        (
+            "dpm_ppl (held-out)",
+            f"{results['K_bits']:.3f} ± {results['K_stderr_bits']:.3f}",
+            f"{results['K_minus_Lnull_bits']:.3f}",
+        )
     )
     if experiment.paper is not None:
         rows.append(("paper, Table 1", f"{experiment.paper.K_bits}", f"{experiment.paper.K_minus_Lnull_bits}"))
@@ -191,7 +205,9 @@ def print_results(results: dict, experiment: Experiment) -> None:
             ("true log-likelihood", f"{results['true_loglik_bits']:.3f} ± {results['true_loglik_stderr_bits']:.3f}", "")
         )
     width = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"\n{experiment.name}: T = {results['num_steps_T']}, {results['steps']} steps, {results['train_seconds']:.0f} s")
+    print(
+        f"\n{experiment.name}: T = {results['num_steps_T']}, {results['steps']} steps, {results['train_seconds']:.0f} s"
+    )
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, width)))
 
@@ -200,7 +216,9 @@ def load_run(run: str | Path) -> LoadedRun:
     """Rebuild a trained model from its run folder (``dpm sample``, ``dpm evaluate``, queries)."""
     run = Path(run)
     if not (run / RUN_FILE).is_file():
-        raise FileNotFoundError(f"{str(run)!r} is not a run folder (no {RUN_FILE}); create one with `dpm fit SCRIPT --out DIR`.")
+        raise FileNotFoundError(
+            f"{str(run)!r} is not a run folder (no {RUN_FILE}); create one with `dpm fit SCRIPT --out DIR`."
+        )
     info = json.loads((run / RUN_FILE).read_text())
     experiment = load_script(info["script"])
     diffusion, split = _build(experiment, info["num_steps"], info["seed"])

@@ -38,8 +38,7 @@ def validate_betas(betas: np.ndarray, num_steps: int | None = None, name: str = 
     betas = np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or betas.size == 0:
         raise ValueError(
-            f"`{name}` must be a non-empty 1-D array of β_t values (one per diffusion step), "
-            f"got shape {betas.shape}."
+            f"`{name}` must be a non-empty 1-D array of β_t values (one per diffusion step), got shape {betas.shape}."
         )
     if num_steps is not None and betas.size != num_steps:
         raise ValueError(
@@ -50,7 +49,7 @@ def validate_betas(betas: np.ndarray, num_steps: int | None = None, name: str = 
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"`{name}` must lie strictly inside (0, 1); β_{i + 1} = {betas[i]!r} does not. "
+            f"`{name}` must lie strictly inside (0, 1); β_{i + 1} = {float(betas[i])!r} does not. "
             "A forward step with β = 0 adds no noise and one with β ≥ 1 is not a valid variance."
         )
     return betas

@@ -160,7 +160,9 @@ def fit(
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     spec = spec or {}
     if resume:
-        if ckpt_path is None or not ckpt_path.exists():
+        if ckpt_path is None:
+            raise ValueError("`resume=True` needs `out_dir`, the run folder holding the checkpoint.")
+        if not ckpt_path.exists():
             raise FileNotFoundError(f"`--resume` was given but there is no checkpoint at {str(ckpt_path)!r}.")
         state, header = checkpoint.load(ckpt_path, state, spec)
         history = header["meta"]["history"]
@@ -189,7 +191,13 @@ def fit(
     step = start
     bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
     while step < config.steps:
-        n = min(config.steps_per_call, config.steps - step)
+        # end chunks on evaluation and checkpoint boundaries (a few chunk lengths, each compiled once)
+        n = min(
+            config.steps_per_call,
+            config.steps - step,
+            config.eval_every - step % config.eval_every,
+            config.checkpoint_every - step % config.checkpoint_every,
+        )
         new_state, losses = chunk(state, step, n)
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):

@@ -7,6 +7,7 @@ the library's code paths.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -123,10 +124,12 @@ def np_exact_bound(x0, betas, a, c, w):
 # -- networks ------------------------------------------------------------------------------------
 
 
-def perturbed_mlp(dim: int, num_steps: int, key, *, width: int = 16, depth: int = 2, scale: float = 0.3):
+@functools.cache
+def perturbed_mlp(dim: int, num_steps: int, seed: int, *, width: int = 16, depth: int = 2, scale: float = 0.3):
     """A small `MLPNet` whose zero-initialised readout is replaced by N(0, scale²) weights and biases,
-    so that the network output (and the reverse kernel's departure from the forward kernel) is non-zero."""
-    k_net, k_w, k_b = jax.random.split(key, 3)
+    so that the network output (and the reverse kernel's departure from the forward kernel) is non-zero.
+    Cached: Equinox modules are immutable, and building one eagerly costs seconds on a busy CPU."""
+    k_net, k_w, k_b = jax.random.split(jax.random.key(seed), 3)
     net = nn.MLPNet(dim, num_steps, width=width, depth=depth, key=k_net)
     weight = scale * jax.random.normal(k_w, net.readout.weight.shape)
     bias = scale * jax.random.normal(k_b, net.readout.bias.shape)

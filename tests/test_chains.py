@@ -173,12 +173,6 @@ def test_isotropic_reverse_chain_is_the_forward_chain_reversed():
     assert abar[-1] < 1e-5  # the harmonic schedule erases x⁰ (sanity check of the set-up)
 
 
-@pytest.mark.xfail(
-    reason="ForwardChain.log_prob builds the x⁰ slot's shape as value.shape[ax + 1:], which is the WHOLE "
-    "shape when event_ndim = 0 (ax + 1 == 0), so scalar events fail to concatenate. Fix: use "
-    "value.shape[value.ndim + ax + 1:] (or self.x0.shape[self.x0.ndim - self.event_ndim:])",
-    strict=True,
-)
 def test_forward_chain_scalar_events():
     """ForwardChain with event_ndim = 0 (scalar data, batch (B,)): log_prob equals the per-step loop."""
     x0 = jnp.array([0.5, -1.0, 2.0])

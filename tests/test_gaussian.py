@@ -76,12 +76,6 @@ def test_posterior_equals_product_of_gaussians(name):
         np.testing.assert_allclose(gaussian.posterior_variance(t, betas), var_ref, rtol=64 * EPS32)
 
 
-@pytest.mark.xfail(
-    reason="float32 1 − ᾱ_t is computed as 1 − exp(cumsum log(1−β)), which loses all but ~3 digits when "
-    "β₁ = 1e-5 (GeometricSchedule's default): the t = 2 posterior mean is off by ~0.7 posterior std. "
-    "Fix: compute 1 − ᾱ_t = −expm1(cumsum(log1p(−β))) and use it in marginal/posterior/posterior_variance",
-    strict=True,
-)
 def test_posterior_accurate_for_small_betas():
     """With the Swiss-roll schedule GeometricSchedule(40, 1e-5, 0.5) the float32 posterior q(x¹|x²,x⁰)
     is still the exact one: KL(float32 ‖ float64 reference) < 1e-3 nats and mean error < 0.05 std.
@@ -129,7 +123,12 @@ def test_posterior_is_bayes_rule_monte_carlo(key):
 
 
 class TestKL:
-    args = (jnp.array([0.3, -1.0, 2.0]), jnp.array([0.5, 2.0, 0.1]), jnp.array([0.0, 0.5, 1.0]), jnp.array([1.0, 0.7, 0.4]))
+    args = (
+        jnp.array([0.3, -1.0, 2.0]),
+        jnp.array([0.5, 2.0, 0.1]),
+        jnp.array([0.0, 0.5, 1.0]),
+        jnp.array([1.0, 0.7, 0.4]),
+    )
 
     def test_matches_numpyro(self):
         """KL(N(μ̃,σ̃²)‖N(μ,σ²)) equals numpyro.distributions.kl.kl_divergence of two Normals."""
@@ -164,7 +163,9 @@ def test_entropy_normal_matches_monte_carlo(key, var):
     neg_log = -gaussian.log_normal(x, 0.7, var).sum(-1)
     est, se = mean_se(neg_log)
     assert_within_se(est, se, gaussian.entropy_normal(var, d), "entropy")
-    np.testing.assert_allclose(gaussian.entropy_normal(var, d), 0.5 * d * math.log(2 * math.pi * math.e * var), rtol=4 * EPS32)
+    np.testing.assert_allclose(
+        gaussian.entropy_normal(var, d), 0.5 * d * math.log(2 * math.pi * math.e * var), rtol=4 * EPS32
+    )
 
 
 def test_diffusion_entropies_match_monte_carlo(key):
@@ -195,7 +196,9 @@ def test_last_step_is_normalised_time_reversal(x1, beta1):
     match `last_step`'s N(√(1−β₁)x¹, β₁)."""
     grid = np.linspace(-12.0, 12.0, 240_001)  # spacing 1e-4 ≪ √β₁ ≥ 0.14: trapezoid error negligible
     h = grid[1] - grid[0]
-    log_dens = np_log_normal(x1, math.sqrt(1 - beta1) * grid, beta1) + np_log_normal(grid, 0, 1) - np_log_normal(x1, 0, 1)
+    log_dens = (
+        np_log_normal(x1, math.sqrt(1 - beta1) * grid, beta1) + np_log_normal(grid, 0, 1) - np_log_normal(x1, 0, 1)
+    )
     dens = np.exp(log_dens)
     mass = np.trapezoid(dens, dx=h)
     assert abs(mass - 1.0) < 1e-9  # quadrature of a smooth Gaussian with 1e-4 spacing: error ≪ 1e-9
@@ -206,7 +209,8 @@ def test_last_step_is_normalised_time_reversal(x1, beta1):
     np.testing.assert_allclose(float(mean), q_mean, rtol=2 * EPS32, atol=2 * EPS32)
     np.testing.assert_allclose(float(var), q_var, rtol=2 * EPS32)
     pointwise = np.exp(np_log_normal(grid, float(mean), float(var)))
-    # density error from the float32 mean/var: |∂ log N/∂μ|·δμ + |∂ log N/∂v|·δv ≲ 1e-5 where the density is non-negligible
+    # density error from the float32 mean/var: |∂ log N/∂μ|·δμ + |∂ log N/∂v|·δv ≲ 1e-5
+    # wherever the density is non-negligible
     assert np.max(np.abs(pointwise - dens)) <= 1e-5 * dens.max()
 
 

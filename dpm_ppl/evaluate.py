@@ -1,0 +1,208 @@
+"""``dpm evaluate``: the importance-sampled log-likelihood of a trained run beside K and the truth.
+
+Writes into the run folder (or ``out``):
+
+    evaluation.json   K_bits, loglik_is_bits, loglik_is_stderr_bits, khat_max, khat_frac_over_0p7, M, ...
+    likelihood.nc     the ArviZ DataTree of `dpm_ppl.likelihood.likelihood_datatree`
+    khat.png          the PSIS k̂ of every datum's weights (and, for 2-D data, where the data lie)
+
+All log-likelihoods are in bits per example on the standardised data, as in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import jax
+import matplotlib
+
+
+matplotlib.use("Agg")  # headless: figures go to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .likelihood import KHAT_THRESHOLD, LN2, LikelihoodEstimate, likelihood_datatree, log_likelihood  # noqa: E402
+from .run import load_run  # noqa: E402
+
+
+__all__ = ["EVALUATION_FILE", "evaluate_run", "plot_khat", "print_evaluation", "summarise"]
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    """Mean and its standard error over data, sd/√n (ddof = 1; NaN for one datum)."""
+    x = np.asarray(x, np.float64)
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+    return float(x.mean()), se
+
+
+def summarise(estimate: LikelihoodEstimate, true_log_prob: np.ndarray | None = None) -> dict[str, float]:
+    """Data means in bits per example and per dimension, their standard errors and the k̂/ESS summary.
+
+    - ``*_stderr_bits``: over data (held-out sampling error), as ``K_stderr_bits`` in results.json.
+    - ``loglik_is_stderr_bits``: the Monte-Carlo standard error of the mean IS estimate,
+      √(Σᵢ seᵢ²)/N: how far it may be from the model's exact mean log-likelihood on these data.
+    - paired differences (IS − K, truth − IS) carry their own standard error over data.
+    """
+    bits = estimate.bits()
+    n, d = len(bits["K"]), estimate.dim
+    out: dict[str, float] = {"M": estimate.num_trajectories, "num_data": n, "dim": d}
+    for name in ("K", "loglik_is", "log_null", "K_minus_Lnull", "loglik_is_minus_Lnull"):
+        key = "L_null" if name == "log_null" else name
+        out[f"{key}_bits"], out[f"{key}_stderr_bits"] = _mean_se(bits[name])
+        out[f"{key}_bits_per_dim"] = out[f"{key}_bits"] / d
+    out["loglik_is_data_stderr_bits"] = out.pop("loglik_is_stderr_bits")
+    out["loglik_is_stderr_bits"] = float(np.sqrt(np.sum(bits["loglik_is_stderr"].astype(np.float64) ** 2)) / n)
+    out["is_minus_K_bits"], out["is_minus_K_stderr_bits"] = _mean_se(bits["loglik_is"] - bits["K"])
+    if true_log_prob is not None:
+        true_bits = np.asarray(true_log_prob, np.float64) / LN2
+        out["true_loglik_bits"], out["true_loglik_stderr_bits"] = _mean_se(true_bits)
+        out["true_loglik_bits_per_dim"] = out["true_loglik_bits"] / d
+        out["truth_minus_is_bits"], out["truth_minus_is_stderr_bits"] = _mean_se(true_bits - bits["loglik_is"])
+    khat = np.asarray(estimate.khat, np.float64)
+    defined = khat[~np.isnan(khat)]
+    out["khat_max"] = float(defined.max()) if defined.size else float("nan")
+    out["khat_median"] = float(np.median(defined)) if defined.size else float("nan")
+    out["khat_frac_over_0p7"] = float(np.mean(khat > KHAT_THRESHOLD))
+    out["ess_min"] = float(np.min(estimate.ess))
+    out["ess_median"] = float(np.median(estimate.ess))
+    return out
+
+
+def plot_khat(khat: np.ndarray, path: str | Path, x0: np.ndarray | None = None) -> None:
+    """k̂ per datum with the 0.5 (finite variance) and 0.7 (reliability) lines; 2-D data also coloured by k̂."""
+    khat = np.asarray(khat, np.float64)
+    two_d = x0 is not None and np.asarray(x0).reshape(len(khat), -1).shape[1] == 2
+    fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    finite = np.isfinite(khat)
+    ax.scatter(
+        np.flatnonzero(finite), khat[finite], s=6, c=np.where(khat[finite] > KHAT_THRESHOLD, "tab:red", "tab:blue")
+    )
+    ax.axhline(0.5, ls=":", c="grey", label="0.5: finite variance")
+    ax.axhline(KHAT_THRESHOLD, ls="--", c="tab:red", label=f"{KHAT_THRESHOLD}: unreliable above")
+    ax.set_xlabel("datum")
+    ax.set_ylabel(r"PSIS $\hat k$ of the importance weights")
+    ax.legend(loc="best", fontsize=8)
+    if two_d:
+        x = np.asarray(x0).reshape(len(khat), 2)
+        sc = axes[0, 1].scatter(x[finite, 0], x[finite, 1], c=khat[finite], s=6, cmap="viridis")
+        axes[0, 1].set_aspect("equal")
+        axes[0, 1].set_title(r"data coloured by $\hat k$")
+        fig.colorbar(sc, ax=axes[0, 1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_evaluation(name: str, results: dict, T: int) -> None:
+    """The table: K, the IS estimate ± its Monte-Carlo error, the truth, L_null; then k̂ and ESS."""
+    rows = [("", "bits/example", "± MC", "± data", "bits/dim", "− L_null")]
+
+    def row(label: str, key: str, data_se: str, mc: str = "") -> None:
+        gain = results.get(f"{key}_minus_Lnull_bits")
+        rows.append(
+            (
+                label,
+                f"{results[f'{key}_bits']:.4f}",
+                mc,
+                f"{results[data_se]:.4f}",
+                f"{results[f'{key}_bits_per_dim']:.4f}",
+                "" if gain is None else f"{gain:.4f}",
+            )
+        )
+
+    row("K (bound, Eq 12)", "K", "K_stderr_bits")
+    row("IS estimate (Eq 9)", "loglik_is", "loglik_is_data_stderr_bits", f"{results['loglik_is_stderr_bits']:.4f}")
+    if "true_loglik_bits" in results:
+        row("true log-likelihood", "true_loglik", "true_loglik_stderr_bits")
+    row("L_null", "L_null", "L_null_stderr_bits")
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(
+        f"\n{name}: {results['split']} split, {results['num_data']} data, M = {results['M']} trajectories, "
+        f"T = {T} ({results['seconds']:.1f} s)"
+    )
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, width)))
+    print(f"  IS − K = {results['is_minus_K_bits']:.4f} ± {results['is_minus_K_stderr_bits']:.4f} bits", end="")
+    if "truth_minus_is_bits" in results:
+        print(
+            f";  truth − IS = {results['truth_minus_is_bits']:.4f} ± {results['truth_minus_is_stderr_bits']:.4f} bits"
+        )
+    else:
+        print()
+    if math.isnan(results["khat_max"]):
+        print(
+            f"  PSIS k̂: undefined (a tail fit needs M ≥ 25);  ESS: min {results['ess_min']:.1f}, "
+            f"median {results['ess_median']:.1f} of {results['M']}"
+        )
+        return
+    print(
+        f"  PSIS k̂: max {results['khat_max']:.3f}, median {results['khat_median']:.3f}, "
+        f"{100 * results['khat_frac_over_0p7']:.1f}% of data above {KHAT_THRESHOLD};  "
+        f"ESS: min {results['ess_min']:.1f}, median {results['ess_median']:.1f} of {results['M']}"
+    )
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    num_trajectories: int = 1_000,
+    split: Literal["test", "train"] = "test",
+    num_data: int | None = None,
+    chunk_size: int = 128,
+    batch_size: int = 64,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """``dpm evaluate``: estimate log p(x⁰) on a run's data split; write evaluation.json, the DataTree, the k̂ figure."""
+    if split not in ("test", "train"):
+        raise ValueError(f"`split` must be 'test' or 'train', got {split!r}.")
+    loaded = load_run(run)
+    x0 = loaded.split.test if split == "test" else loaded.split.train
+    if num_data is not None:
+        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+            raise ValueError(f"`num_data` must be a positive integer, got {num_data!r}.")
+        x0 = x0[:num_data]
+    diffusion = loaded.diffusion
+    start = time.perf_counter()
+    estimate = log_likelihood(
+        diffusion,
+        x0,
+        jax.random.key(seed),
+        num_trajectories=num_trajectories,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    standardiser = loaded.split.standardiser
+    true_lp = loaded.experiment.data.true_log_prob(standardiser.inverse(x0))
+    if true_lp is not None:
+        true_lp = np.asarray(true_lp, np.float64) + standardiser.log_jacobian(diffusion.dim)
+    results = summarise(estimate, true_lp)
+    results.update(
+        split=split,
+        seed=seed,
+        num_steps_T=diffusion.num_steps,
+        data_scale=standardiser.scale,
+        seconds=seconds,
+        trajectory_steps_per_second=len(x0) * num_trajectories * diffusion.num_steps / seconds,
+    )
+    out = Path(out) if out is not None else Path(run)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (EVALUATION_FILE + ".tmp")
+    strict = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in results.items()}
+    tmp.write_text(json.dumps(strict, indent=2) + "\n")  # undefined values (k̂ for M < 25) as null
+    os.replace(tmp, out / EVALUATION_FILE)
+    likelihood_datatree(estimate, x0).to_netcdf(out / "likelihood.nc", engine="h5netcdf")
+    plot_khat(estimate.khat, out / "khat.png", x0)
+    print_evaluation(loaded.experiment.name, results, diffusion.num_steps)
+    return results

@@ -1,0 +1,121 @@
+"""Every model script runs end to end through the `dpm` command with tiny settings (numpyro's
+test_examples pattern), and the CLI turns user mistakes into one clear line."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+from dpm_ppl import gaussian
+from dpm_ppl.cli import main
+from dpm_ppl.run import load_run
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "models").glob("*.py"))
+TINY = ["--steps", "40", "--T", "5", "--num-samples", "200", "--no-progress"]
+RESULT_KEYS = {"K_bits", "K_minus_Lnull_bits", "K_stderr_bits", "train_seconds", "steps"}
+
+
+@pytest.fixture(scope="module", params=SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def run_dir(request, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp(request.param.stem)
+    assert main(["fit", str(request.param), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_fit_writes_results_figures_and_datatree(run_dir):
+    """`dpm fit` writes results.json with the documented keys, the figures and a readable DataTree."""
+    results = json.loads((run_dir / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    assert results["steps"] == 40 and results["num_steps_T"] == 5
+    assert np.isfinite(results["K_bits"]) and results["K_stderr_bits"] > 0
+    for name in ("samples.png", "trajectories.png", "loss.png", "betas.png", "checkpoint.eqx", "run.json"):
+        assert (run_dir / name).is_file(), name
+    tree = xr.open_datatree(run_dir / "fit.nc", engine="h5netcdf")
+    assert {"prior_predictive", "observed_data", "bound", "training", "schedule"} <= set(tree.children)
+    assert tree["prior_predictive"]["x0"].shape[:2] == (1, 200)
+    # the per-example bound in the DataTree is the one summarised in results.json
+    np.testing.assert_allclose(float(tree["bound"]["K"].mean()), results["K_bits"], rtol=1e-5)
+
+
+def test_sample_command(run_dir, tmp_path):
+    """`dpm sample RUN --trajectory` saves x⁰ in both units and whole trajectories x¹…x^T."""
+    assert main(["sample", str(run_dir), "--num-samples", "64", "--trajectory", "--out", str(tmp_path)]) == 0
+    saved = np.load(tmp_path / "samples.npz")
+    event = saved["x0"].shape[1:]
+    assert saved["x0"].shape[0] == 64 and saved["trajectory"].shape == (64, 5, *event)
+    assert np.all(np.isfinite(saved["x0"]))
+
+
+def test_trained_kernel_respects_entropy_bounds(run_dir):
+    """The trained reverse variance lies in [β̃_t, β_t] (paper §2.6, Eq 24) at every t and many xᵗ."""
+    run = load_run(run_dir)
+    d = run.diffusion
+    betas = d.betas()
+    kernel = d.reverse_kernel(betas)
+    x0 = jnp.asarray(run.split.test[:256])
+    for t in range(2, d.num_steps + 1):
+        mean_t, var_t = gaussian.marginal(x0, t, betas)
+        xt = mean_t + jnp.sqrt(var_t) * jax.random.normal(jax.random.key(t), x0.shape)
+        _, var = jax.vmap(kernel, in_axes=(0, None))(xt, t)
+        lower, upper = gaussian.posterior_variance(t, betas), betas[t - 1]
+        # float32 rounding of exp/log: relative 1e-5
+        assert bool(jnp.all(var >= lower * (1 - 1e-5))) and bool(jnp.all(var <= upper * (1 + 1e-5))), t
+
+
+def test_resume_with_other_T_is_refused(run_dir, capsys):
+    """Resuming a run with a different T names the spec field that differs."""
+    script = json.loads((run_dir / "run.json").read_text())["script"]
+    code = main(["fit", script, "--out", str(run_dir), "--steps", "80", "--T", "6", "--resume", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "num_steps" in err and "different model" in err
+
+
+def test_unknown_script_is_a_clear_error(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "nope.py"), "--out", str(tmp_path)]) == 2
+    assert "No model script" in capsys.readouterr().err
+
+
+def test_script_declaring_nothing_is_a_clear_error(tmp_path, capsys):
+    script = tmp_path / "empty.py"
+    script.write_text('"""A script that forgot its experiment."""\nx = 1\n')
+    assert main(["fit", str(script), "--out", str(tmp_path)]) == 2
+    assert "declares no `experiment" in capsys.readouterr().err
+
+
+BAD_DATA_SCRIPT = '''
+import numpy as np
+import equinox as eqx
+from dpm_ppl.data import Dataset
+from dpm_ppl.experiment import Experiment
+from dpm_ppl.train import TrainConfig
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("swiss", {swiss!r})
+swiss = importlib.util.module_from_spec(spec); spec.loader.exec_module(swiss)
+
+class Bad(Dataset):
+    @property
+    def event_shape(self):
+        return (2,)
+    def raw(self, seed):
+        x = np.zeros((10, 2)); x[3, 1] = {value}
+        return x, x
+
+experiment = Experiment("bad", Bad(), swiss.model, 5, TrainConfig(steps=2))
+'''
+
+
+@pytest.mark.parametrize("value", ["np.nan", "np.inf"])
+def test_non_finite_data_is_a_clear_error(tmp_path, capsys, value):
+    """NaN or infinite data stop `dpm fit` with the offending index, before any training."""
+    script = tmp_path / "bad.py"
+    script.write_text(BAD_DATA_SCRIPT.format(swiss=str(ROOT / "models" / "swiss_roll.py"), value=value))
+    assert main(["fit", str(script), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "(3, 1)" in err
