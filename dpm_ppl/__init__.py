@@ -2,13 +2,20 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import binomial as binomial
 from . import gaussian as gaussian
 from . import nn as nn
 from . import schedules as schedules
 from .bound import BoundTerms as BoundTerms
 from .bound import DiffusionELBO as DiffusionELBO
+from .bound import bound_terms as bound_terms
 from .chains import ForwardChain as ForwardChain
 from .chains import ReverseChain as ReverseChain
+from .family import AbstractFamily as AbstractFamily
+from .family import BinomialFamily as BinomialFamily
+from .family import GaussianFamily as GaussianFamily
+from .kernels import BernoulliOracle as BernoulliOracle
+from .kernels import BinomialReverse as BinomialReverse
 from .kernels import (
     GaussianOracle as GaussianOracle,
 )
@@ -18,7 +25,12 @@ from .kernels import (
 from .kernels import (
     IsotropicOracle as IsotropicOracle,
 )
+from .likelihood import LikelihoodEstimate as LikelihoodEstimate
+from .likelihood import log_likelihood as log_likelihood
+from .model import AbstractDiffusion as AbstractDiffusion
+from .model import BinomialDiffusion as BinomialDiffusion
 from .model import GaussianDiffusion as GaussianDiffusion
+from .sample import sample as sample
 from .schedules import (
     ArraySchedule as ArraySchedule,
 )

@@ -7,7 +7,8 @@ For one datum x⁰ (paper-spec §3.1, derived from Eq 12):
 where C(x⁰) = E[log π(x^T)] + log π(x⁰) − E[log π(x¹)] collects the prior and the fixed last step
 (it is the paper's −H_p(X^T) on unit-variance data). This is the Rao-Blackwellised form of
 E_q[log p(x⁰…ᵀ) − log q(x¹…ᵀ|x⁰)], which NumPyro's ``Trace_ELBO`` estimates on the same model
-and guide by plain Monte Carlo; their expectations are equal.
+and guide by plain Monte Carlo; their expectations are equal. Every term comes from the kernel
+family's closed forms (`dpm_ppl.family`), so one code path serves Gaussian and binomial diffusion.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.elbo import ELBO
 
-from . import gaussian
 from .chains import LAST_STEP, ForwardChain, ReverseChain, apply_kernel
+from .family import AbstractFamily, GaussianFamily
 from .kernels import ReverseKernel
 
 
-__all__ = ["BoundTerms", "DiffusionELBO", "gaussian_bound_terms"]
+__all__ = ["BoundTerms", "DiffusionELBO", "bound_terms", "gaussian_bound_terms"]
 
 Estimator = Literal["stratified", "uniform", "all", "trajectory"]
 _ESTIMATORS = ("stratified", "uniform", "all", "trajectory")
@@ -63,14 +64,18 @@ class BoundTerms(NamedTuple):
         return out
 
 
-def _kl_at(key: PRNGKeyArray, x0: Array, t: Array, betas: Array, kernel: ReverseKernel, event_ndim: int) -> Array:
-    """KL(q(xᵗ⁻¹|xᵗ,x⁰) ‖ p(xᵗ⁻¹|xᵗ)) at xᵗ = √ᾱ_t x⁰ + √(1−ᾱ_t) ε (frozen noise), per example."""
+def _axes(event_ndim: int) -> tuple[int, ...]:
+    return tuple(range(-event_ndim, 0))
+
+
+def _kl_at(
+    key: PRNGKeyArray, x0: Array, t: Array, betas: Array, kernel: ReverseKernel, event_ndim: int, family: AbstractFamily
+) -> Array:
+    """KL(q(xᵗ⁻¹|xᵗ,x⁰) ‖ p(xᵗ⁻¹|xᵗ)) at one xᵗ ~ q(xᵗ|x⁰) per example (frozen noise for Gaussians)."""
     t_b = t.reshape(t.shape + (1,) * event_ndim)
-    mean_t, var_t = gaussian.marginal(x0, t_b, betas)
-    xt = mean_t + jnp.sqrt(var_t) * jax.random.normal(key, x0.shape, x0.dtype)
-    mean_q, var_q = gaussian.posterior(x0, xt, t_b, betas)
-    mean_p, var_p = apply_kernel(kernel, xt, t, event_ndim)
-    return gaussian.kl_normal(mean_q, var_q, mean_p, var_p).sum(axis=tuple(range(-event_ndim, 0)))
+    xt = family.marginal_sample(x0, t_b, betas, family.noise(key, x0.shape, x0.dtype))
+    params = apply_kernel(kernel, xt, t, event_ndim)
+    return family.kl(x0, xt, t_b, betas, params).sum(axis=_axes(event_ndim))
 
 
 def _sample_steps(key: PRNGKeyArray, batch: int, T: int, stratified: bool) -> Array:
@@ -83,7 +88,7 @@ def _sample_steps(key: PRNGKeyArray, batch: int, T: int, stratified: bool) -> Ar
 
 
 def _trajectory_terms(
-    key: PRNGKeyArray, x0: Array, betas: Array, kernel: ReverseKernel, event_ndim: int
+    key: PRNGKeyArray, x0: Array, betas: Array, kernel: ReverseKernel, event_ndim: int, family: AbstractFamily
 ) -> tuple[Array, Array, Array, Array]:
     """Every term from ONE forward trajectory (teacher forcing): (kl, entropy_T, entropy_1, prior).
 
@@ -91,31 +96,30 @@ def _trajectory_terms(
     paper Eq 9, so it has zero variance when the reverse kernel is the exact time reversal.
     """
     T = betas.shape[0]
-    axes = tuple(range(-event_ndim, 0))
-    traj = ForwardChain(x0, betas, event_ndim).sample(key)  # (batch, T, *event)
-    reverse = ReverseChain(kernel, betas, x0.shape[:1], x0.shape[1:])
+    axes = _axes(event_ndim)
+    traj = ForwardChain(x0, betas, event_ndim, family=family).sample(key)  # (batch, T, *event)
+    reverse = ReverseChain(kernel, betas, x0.shape[:1], x0.shape[1:], family=family)
     x1, xT = traj[:, 0], traj[:, -1]
     ts = jnp.arange(2, T + 1).reshape((1, T - 1) + (1,) * event_ndim)
-    mean_q, var_q = gaussian.posterior(x0[:, None], traj[:, 1:], ts, betas)
-    log_post = gaussian.log_normal(traj[:, :-1], mean_q, var_q).sum(axis=axes).sum(-1)
+    log_post = family.posterior_log_prob(traj[:, :-1], traj[:, 1:], x0[:, None], ts, betas).sum(axis=axes).sum(-1)
     kl = log_post - reverse.step_log_probs(traj).sum(-1)
-    mean_T, var_T = gaussian.marginal(x0, T, betas)
-    mean_1, var_1 = gaussian.marginal(x0, 1, betas)
-    entropy_T = -gaussian.log_normal(xT, mean_T, var_T).sum(axis=axes)
-    entropy_1 = -gaussian.log_normal(x1, mean_1, var_1).sum(axis=axes)
-    prior = gaussian.log_prior(xT, event_ndim) + gaussian.log_prior(x0, event_ndim) - gaussian.log_prior(x1, event_ndim)
+    entropy_T = -family.marginal_log_prob(xT, x0, T, betas).sum(axis=axes)
+    entropy_1 = -family.marginal_log_prob(x1, x0, 1, betas).sum(axis=axes)
+    prior = family.log_prior(xT, event_ndim) + family.log_prior(x0, event_ndim) - family.log_prior(x1, event_ndim)
     return kl, entropy_T, entropy_1, prior
 
 
-def gaussian_bound_terms(
+def bound_terms(
     key: PRNGKeyArray,
     x0: Float[Array, "batch *event"],
     betas: Float[Array, " T"],
     kernel: ReverseKernel,
     event_ndim: int,
     estimator: Estimator = "all",
+    *,
+    family: AbstractFamily,
 ) -> BoundTerms:
-    """The terms of K(x⁰) for a batch of data under a reverse kernel (paper Eq 14, per datum).
+    """The terms of K(x⁰) for a batch of data under a reverse kernel of a family (paper Eq 14, per datum).
 
     Estimators, all unbiased for K(x⁰):
 
@@ -129,32 +133,43 @@ def gaussian_bound_terms(
     T = betas.shape[0]
     dim = math.prod(x0.shape[1:])
     batch = x0.shape[0]
-    ones = jnp.ones((batch,), x0.dtype)
-    entropy_T = ones * gaussian.entropy_q_T_given_0(betas, dim)
-    entropy_1 = ones * gaussian.entropy_q_1_given_0(betas, dim)
-    prior = gaussian.bound_constant(x0, betas, event_ndim)
+    entropy_T = family.entropy_T(x0, betas, event_ndim)
+    entropy_1 = family.entropy_1(x0, betas, event_ndim)
+    prior = family.bound_constant(x0, betas, event_ndim)
     if estimator not in _ESTIMATORS:
         raise ValueError(f"`estimator` must be one of {_ESTIMATORS}, got {estimator!r}.")
     if T == 1:
         kl = jnp.zeros((batch,), x0.dtype)
     elif estimator == "all":
         keys = jax.random.split(key, T - 1)
-        per_t = jax.vmap(lambda k, t: _kl_at(k, x0, jnp.full((batch,), t), betas, kernel, event_ndim))
+        per_t = jax.vmap(lambda k, t: _kl_at(k, x0, jnp.full((batch,), t), betas, kernel, event_ndim, family))
         kl = per_t(keys, jnp.arange(2, T + 1)).sum(0)
     elif estimator == "trajectory":
-        kl, entropy_T, entropy_1, prior = _trajectory_terms(key, x0, betas, kernel, event_ndim)
+        kl, entropy_T, entropy_1, prior = _trajectory_terms(key, x0, betas, kernel, event_ndim, family)
     else:
         k_t, k_x = jax.random.split(key)
         ts = _sample_steps(k_t, batch, T, estimator == "stratified")
-        kl = (T - 1) * _kl_at(k_x, x0, ts, betas, kernel, event_ndim)
+        kl = (T - 1) * _kl_at(k_x, x0, ts, betas, kernel, event_ndim, family)
     return BoundTerms(
         kl=kl,
         entropy_T=entropy_T,
         entropy_1=entropy_1,
         prior=prior,
-        log_null=gaussian.log_prior(x0, event_ndim),
+        log_null=family.log_prior(x0, event_ndim),
         dim=dim,
     )
+
+
+def gaussian_bound_terms(
+    key: PRNGKeyArray,
+    x0: Float[Array, "batch *event"],
+    betas: Float[Array, " T"],
+    kernel: ReverseKernel,
+    event_ndim: int,
+    estimator: Estimator = "all",
+) -> BoundTerms:
+    """`bound_terms` for Gaussian diffusion (paper Eq 14): ``family=GaussianFamily()``."""
+    return bound_terms(key, x0, betas, kernel, event_ndim, estimator, family=GaussianFamily())
 
 
 class DiffusionELBO(ELBO):
@@ -163,7 +178,8 @@ class DiffusionELBO(ELBO):
     It traces the guide and the model, finds the trajectory site (a `ForwardChain` in the guide, a
     `ReverseChain` in the model) and evaluates K from closed forms: a KL at a random t per example
     scaled to the full sum for training, the exact sum over t (``estimator="all"``) for evaluation,
-    or every term from one whole trajectory (see `gaussian_bound_terms`). Any other sites of the
+    or every term from one whole trajectory (see `bound_terms`). The kernel family (Gaussian or
+    binomial) is read off the chains. Any other sites of the
     model and guide (your own latents, factors) enter by plain Monte Carlo, as in ``Trace_ELBO``.
 
     **Arguments:**
@@ -173,7 +189,9 @@ class DiffusionELBO(ELBO):
     - `num_particles`: the number of independent draws averaged.
     """
 
-    can_infer_discrete = False
+    # The binomial trajectory site is discrete but integrated in closed form; `terms` refuses any
+    # other discrete latent site, whose Monte-Carlo log-density would carry no score-function gradient.
+    can_infer_discrete = True
 
     def __init__(self, estimator: Estimator = "stratified", num_particles: int = 1):
         if estimator not in _ESTIMATORS:
@@ -199,12 +217,23 @@ class DiffusionELBO(ELBO):
         if len(chains) != 1:
             raise ValueError(
                 "DiffusionELBO needs a model with one ReverseChain site and a guide with a ForwardChain site "
-                f"of the same name (use GaussianDiffusion.model / .guide); found {len(chains)}."
+                f"of the same name (use GaussianDiffusion or BinomialDiffusion .model / .guide); found {len(chains)}."
             )
         name = chains[0]
         forward, reverse = guide_trace[name]["fn"], model_trace[name]["fn"]
-        terms = gaussian_bound_terms(
-            k_bound, forward.x0, forward.betas, reverse.kernel, forward.event_ndim, self.estimator
+        if forward.family != reverse.family:
+            raise ValueError(
+                f"The guide's forward chain ({forward.family!r}) and the model's reverse chain "
+                f"({reverse.family!r}) must use the same kernel family."
+            )
+        terms = bound_terms(
+            k_bound,
+            forward.x0,
+            forward.betas,
+            reverse.kernel,
+            forward.event_ndim,
+            self.estimator,
+            family=forward.family,
         )
         scale = model_trace[name]["scale"]
         other = jnp.zeros(())
@@ -213,6 +242,11 @@ class DiffusionELBO(ELBO):
                 other = other + _scaled_log_prob(site)
         for site_name, site in guide_trace.items():
             if site["type"] == "sample" and site_name != name and not site["is_observed"]:
+                if site["fn"].support.is_discrete:
+                    raise ValueError(
+                        f"DiffusionELBO integrates only the diffusion chain exactly; the guide's discrete latent "
+                        f"site {site_name!r} would get no gradient. Marginalise it or make it continuous."
+                    )
                 other = other - _scaled_log_prob(site)
         return terms, jnp.asarray(1.0 if scale is None else scale), other
 

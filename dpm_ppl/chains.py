@@ -4,6 +4,8 @@ Each chain is ONE sample site whose value is the trajectory x¹…x^T, shape ``(
 with index ``k`` holding x^{k+1}. Log densities are computed by teacher forcing, in parallel over
 t; only sampling runs a `lax.scan`. (A Python loop with one site per step takes minutes to
 compile, and NumPyro's ``scan(reverse=True)`` misorders values under replay: ecosystem notes §1.)
+Both chains are written once for every kernel family (`dpm_ppl.family`), which supplies the
+closed forms; Gaussian by default.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from jax import lax
 from jaxtyping import Array, Float
 from numpyro.distributions import Distribution, constraints
 
-from . import gaussian
+from .family import AbstractFamily, GaussianFamily, KernelParams
 from .kernels import ReverseKernel
 
 
@@ -34,56 +36,70 @@ def _per_step(betas: Array, event_ndim: int) -> Array:
     return betas.reshape(betas.shape + (1,) * event_ndim)
 
 
-def apply_kernel(kernel: ReverseKernel, x: Array, t: Array, event_ndim: int) -> tuple[Array, Array]:
+def apply_kernel(kernel: ReverseKernel, x: Array, t: Array, event_ndim: int) -> KernelParams:
     """Evaluate a one-example kernel on ``x`` of shape ``(*batch, *event)`` at per-batch steps ``t``.
 
-    ``t`` broadcasts against the batch shape; the kernel is vmapped over the flattened batch.
+    ``t`` broadcasts against the batch shape; the kernel is vmapped over the flattened batch and
+    every array it returns (a Gaussian ``(mean, variance)``, a binomial logit) gets ``x``'s shape.
     """
     batch_shape = x.shape[: x.ndim - event_ndim]
     event_shape = x.shape[x.ndim - event_ndim :]
     n = math.prod(batch_shape)
     flat_x = x.reshape((n,) + event_shape)
     flat_t = jnp.broadcast_to(t, batch_shape).reshape((n,))
-    mean, var = jax.vmap(kernel)(flat_x, flat_t)
-    return mean.reshape(x.shape), jnp.broadcast_to(var, mean.shape).reshape(x.shape)
+    out = jax.vmap(kernel)(flat_x, flat_t)
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + event_shape).reshape(x.shape), out)
+
+
+def _sum_event(x: Array, event_ndim: int) -> Array:
+    return x.sum(axis=tuple(range(-event_ndim, 0))) if event_ndim else x
 
 
 class ForwardChain(Distribution):
-    """q(x¹…x^T | x⁰) = ∏_t N(xᵗ; √(1−β_t)·xᵗ⁻¹, β_t I), the guide (paper Eq 2, Table App.1).
+    """q(x¹…x^T | x⁰) = ∏_t q(xᵗ | xᵗ⁻¹), the guide (paper Eq 2, Table App.1).
 
-    Sampling is reparameterised (xᵗ = √(1−β_t)·xᵗ⁻¹ + √β_t·ε_t), so SVI's gradients reach a learned
-    schedule through it: the paper's frozen noise.
+    Gaussian sampling is reparameterised (xᵗ = √(1−β_t)·xᵗ⁻¹ + √β_t·ε_t), so SVI's gradients reach
+    a learned schedule through it: the paper's frozen noise. Binomial trajectories are discrete.
 
     **Arguments:**
 
     - `x0`: data, shape ``(*batch, *event)``.
     - `betas`: the schedule, shape ``(T,)``.
     - `event_ndim`: the number of event dimensions of ``x0``.
+    - `family`: the kernel family (`GaussianFamily()` by default, or `BinomialFamily(p)`).
     """
 
     arg_constraints = {}
     pytree_data_fields = ("x0", "betas")
-    pytree_aux_fields = ("event_ndim",)
+    pytree_aux_fields = ("event_ndim", "family")
     reparametrized_params = []
 
-    def __init__(self, x0: Array, betas: Float[Array, " T"], event_ndim: int = 1, *, validate_args=None):
-        self.x0, self.betas, self.event_ndim = x0, betas, event_ndim
+    def __init__(
+        self,
+        x0: Array,
+        betas: Float[Array, " T"],
+        event_ndim: int = 1,
+        *,
+        family: AbstractFamily = GaussianFamily(),
+        validate_args=None,
+    ):
+        self.x0, self.betas, self.event_ndim, self.family = x0, betas, event_ndim, family
         batch_shape = x0.shape[: x0.ndim - event_ndim]
         event_shape = (betas.shape[0],) + x0.shape[x0.ndim - event_ndim :]
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self):
-        return constraints.independent(constraints.real, self.event_ndim + 1)
+        return constraints.independent(self.family.support, self.event_ndim + 1)
 
     def sample(self, key, sample_shape=()):
         ax = _time_axis(self.event_ndim)
-        eps = jax.random.normal(key, sample_shape + self.batch_shape + self.event_shape, self.x0.dtype)
+        eps = self.family.noise(key, sample_shape + self.batch_shape + self.event_shape, self.x0.dtype)
         x0 = jnp.broadcast_to(self.x0, sample_shape + self.x0.shape)
 
         def step(x, inputs):
             beta, e = inputs
-            x = jnp.sqrt(1.0 - beta) * x + jnp.sqrt(beta) * e
+            x = self.family.forward_step(x, beta, e)
             return x, x
 
         _, xs = lax.scan(step, x0, (self.betas, jnp.moveaxis(eps, ax, 0)))
@@ -95,8 +111,7 @@ class ForwardChain(Distribution):
             jnp.expand_dims(self.x0, ax), value.shape[:ax] + (1,) + value.shape[value.ndim + ax + 1 :]
         )
         prev = jnp.concatenate([x0, lax.slice_in_dim(value, 0, value.shape[ax] - 1, axis=ax)], axis=ax)
-        beta = _per_step(self.betas, self.event_ndim)
-        lp = gaussian.log_normal(value, jnp.sqrt(1.0 - beta) * prev, beta)
+        lp = self.family.forward_log_prob(value, prev, _per_step(self.betas, self.event_ndim))
         return lp.sum(axis=tuple(range(ax, 0)))
 
 
@@ -107,14 +122,16 @@ class ReverseChain(Distribution):
 
     **Arguments:**
 
-    - `kernel`: a reverse kernel ``(x_t, t) -> (mean, variance)`` on one example.
+    - `kernel`: a reverse kernel ``(x_t, t) -> params`` on one example (the family's parameters:
+      Gaussian ``(mean, variance)``, binomial the rate's logit).
     - `betas`: the schedule (its length is T).
     - `batch_shape`, `event_shape`: the shape of one x⁰ draw is ``batch_shape + event_shape``.
+    - `family`: the kernel family (`GaussianFamily()` by default).
     """
 
     arg_constraints = {}
     pytree_data_fields = ("kernel", "betas")
-    pytree_aux_fields = ("data_shape",)
+    pytree_aux_fields = ("data_shape", "family")
     reparametrized_params = []
 
     def __init__(
@@ -124,9 +141,10 @@ class ReverseChain(Distribution):
         batch_shape: tuple[int, ...] = (),
         event_shape: tuple[int, ...] = (1,),
         *,
+        family: AbstractFamily = GaussianFamily(),
         validate_args=None,
     ):
-        self.kernel, self.betas, self.data_shape = kernel, betas, tuple(event_shape)
+        self.kernel, self.betas, self.data_shape, self.family = kernel, betas, tuple(event_shape), family
         super().__init__(tuple(batch_shape), (betas.shape[0],) + tuple(event_shape), validate_args=validate_args)
 
     @property
@@ -135,7 +153,7 @@ class ReverseChain(Distribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self):
-        return constraints.independent(constraints.real, self.event_ndim + 1)
+        return constraints.independent(self.family.support, self.event_ndim + 1)
 
     def step_log_probs(self, value: Array) -> Array:
         """log p(xᵗ⁻¹ | xᵗ) for t = 2…T, summed over the event: shape ``(*batch, T−1)`` (teacher forcing)."""
@@ -144,26 +162,27 @@ class ReverseChain(Distribution):
         x_next = jnp.moveaxis(lax.slice_in_dim(value, 1, T, axis=ax), ax, 0)  # x^2…x^T
         x_prev = jnp.moveaxis(lax.slice_in_dim(value, 0, T - 1, axis=ax), ax, 0)  # x^1…x^{T-1}
         ts = jnp.arange(2, T + 1).reshape((T - 1,) + (1,) * (x_next.ndim - 1 - self.event_ndim))
-        mean, var = apply_kernel(self.kernel, x_next, ts, self.event_ndim)
-        lp = gaussian.log_normal(x_prev, mean, var).sum(axis=tuple(range(-self.event_ndim, 0)))
+        params = apply_kernel(self.kernel, x_next, ts, self.event_ndim)
+        lp = _sum_event(self.family.reverse_log_prob(x_prev, params), self.event_ndim)
         return jnp.moveaxis(lp, 0, -1)
 
     def log_prob(self, value):
         ax = _time_axis(self.event_ndim)
         x_T = lax.index_in_dim(value, value.shape[ax] - 1, axis=ax, keepdims=False)
-        return gaussian.log_prior(x_T, self.event_ndim) + self.step_log_probs(value).sum(-1)
+        return self.family.log_prior(x_T, self.event_ndim) + self.step_log_probs(value).sum(-1)
 
     def sample(self, key, sample_shape=()):
         ax = _time_axis(self.event_ndim)
         shape = sample_shape + self.batch_shape + self.data_shape
         T = self.betas.shape[0]
+        dtype = jnp.result_type(float)
         key_T, key_steps = jax.random.split(key)
-        x_T = jax.random.normal(key_T, shape)
+        x_T = self.family.prior_sample(self.family.noise(key_T, shape, dtype))
 
         def step(x, inputs):
             t, k = inputs
-            mean, var = apply_kernel(self.kernel, x, t, self.event_ndim)
-            x = mean + jnp.sqrt(var) * jax.random.normal(k, shape)
+            params = apply_kernel(self.kernel, x, t, self.event_ndim)
+            x = self.family.reverse_step(params, self.family.noise(k, shape, dtype))
             return x, x
 
         ts = jnp.arange(T, 1, -1)  # scan forward over reversed indices (never scan(reverse=True))

@@ -43,6 +43,8 @@ def _sample(args: argparse.Namespace) -> None:
     np.savez(out / "samples.npz", **arrays)
     diagnostics.plot_samples(run.split.test[: args.num_samples], x0, out / "samples.png")
     print(f"wrote {args.num_samples} samples to {out / 'samples.npz'} and {out / 'samples.png'}")
+    for name, value in run.experiment.data.sample_summary(arrays["x0_data_units"]).items():
+        print(f"  {name}: {value:.4f}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import numpy as np
 from scipy.special import logsumexp
 
 
-__all__ = ["Dataset", "Split", "Standardiser", "SwissRoll", "check_data"]
+__all__ = ["BinaryHeartbeat", "Dataset", "Split", "Standardiser", "SwissRoll", "check_binary", "check_data"]
 
 
 def check_data(x: np.ndarray, event_shape: tuple[int, ...] | None = None, name: str = "data") -> np.ndarray:
@@ -44,6 +45,22 @@ def check_data(x: np.ndarray, event_shape: tuple[int, ...] | None = None, name: 
     return x
 
 
+def check_binary(x: np.ndarray, name: str = "data") -> np.ndarray:
+    """Validate binary data at the door: every entry 0 or 1 (binomial diffusion, Table App.1).
+
+    Raises `ValueError` naming the first offending entry's index and value.
+    """
+    x = np.asarray(x)
+    bad = np.argwhere((x != 0) & (x != 1))
+    if bad.size:
+        idx = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"`{name}` must be binary (0 or 1) for binomial diffusion, but has {x[idx].item()!r} at index {idx} "
+            f"({len(bad)} such entries in all). Threshold or binarise the data first."
+        )
+    return x
+
+
 @dataclasses.dataclass(frozen=True)
 class Standardiser:
     """z = (x − shift) / scale with ONE scalar scale so that E‖z‖² = d (paper Table 1 caption)."""
@@ -59,6 +76,11 @@ class Standardiser:
         if not scale > 0:
             raise ValueError("The training data are constant: a unit-variance scale cannot be computed.")
         return cls(shift=shift, scale=scale)
+
+    @classmethod
+    def identity(cls, event_shape: tuple[int, ...]) -> Standardiser:
+        """No rescaling (binary data: Table 1 caption); results stay in bits per example."""
+        return cls(shift=np.zeros(event_shape, np.float32), scale=1.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.shift) / self.scale).astype(np.float32)
@@ -91,18 +113,26 @@ class Dataset(eqx.Module):
     def raw(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw (train, test) arrays in data units."""
 
-    def split(self, seed: int) -> Split:
-        """Validated, standardised train and held-out arrays."""
+    def split(self, seed: int, check: Callable[..., np.ndarray] = check_data, standardise: bool = True) -> Split:
+        """Validated train and held-out arrays, standardised unless ``standardise=False``.
+
+        ``check(x, event_shape, name)`` validates each array (a family's `check_data`).
+        """
         train, test = self.raw(seed)
-        train = check_data(train, self.event_shape, "train data")
-        test = check_data(test, self.event_shape, "held-out data")
-        standardiser = Standardiser.fit(train)
+        train = check(train, self.event_shape, "train data")
+        test = check(test, self.event_shape, "held-out data")
+        standardiser = Standardiser.fit(train) if standardise else Standardiser.identity(self.event_shape)
         return Split(standardiser(train), standardiser(test), standardiser)
 
     def true_log_prob(self, x: np.ndarray) -> np.ndarray | None:
         """The generator's exact log density of raw examples (nats), where it is known."""
         del x
         return None
+
+    def sample_summary(self, samples: np.ndarray) -> dict[str, float]:
+        """Statistics of model samples (raw units) worth reporting beside the bound, e.g. validity."""
+        del samples
+        return {}
 
 
 class SwissRoll(Dataset):
@@ -155,3 +185,49 @@ class SwissRoll(Dataset):
                 log_ds = np.log((b[:, 0] - a[:, 0]) / (points - 1) / (hi - lo))
             total = np.logaddexp(total, logsumexp(log_k, axis=1) + log_ds)
         return total
+
+
+class BinaryHeartbeat(Dataset):
+    """The binary heartbeat (paper §3.1.2, App. D.1.2): length-``length`` binary sequences with a 1
+    every ``period``-th bin and the first pulse uniform over the first ``period`` bins.
+
+    There are ``period`` distinct sequences, equally likely, so log p(x) = −log ``period`` for a valid
+    sequence (−log₂ 5 = −2.322 bits for the paper's 20 bins and period 5) and −∞ otherwise. Each
+    bin is 1 with probability 1/``period``, the base rate p = 0.2 of the paper's diffusion.
+    """
+
+    num_train: int = eqx.field(static=True, default=10_000)
+    num_test: int = eqx.field(static=True, default=1_000)
+    length: int = eqx.field(static=True, default=20)
+    period: int = eqx.field(static=True, default=5)
+
+    def __check_init__(self):
+        if not 1 <= self.period <= self.length:
+            raise ValueError(f"`period` must lie in 1…length = {self.length}, got {self.period!r}.")
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.length,)
+
+    def sequences(self) -> np.ndarray:
+        """The ``period`` distinct sequences, shape ``(period, length)``; row k has its first pulse at bin k."""
+        bins = np.arange(self.length)
+        return (bins[None, :] % self.period == np.arange(self.period)[:, None]).astype(np.float32)
+
+    def raw(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        seqs = self.sequences()
+        return seqs[rng.integers(0, self.period, self.num_train)], seqs[rng.integers(0, self.period, self.num_test)]
+
+    def is_valid(self, x: np.ndarray) -> np.ndarray:
+        """Whether each example is one of the true sequences, shape ``(num_examples,)``."""
+        x = np.asarray(x).reshape(len(x), 1, self.length)
+        return np.any(np.all(x == self.sequences()[None], axis=-1), axis=-1)
+
+    def true_log_prob(self, x: np.ndarray) -> np.ndarray:
+        """log(1/period) for a valid sequence, −∞ otherwise (nats)."""
+        return np.where(self.is_valid(x), -math.log(self.period), -np.inf)
+
+    def sample_summary(self, samples: np.ndarray) -> dict[str, float]:
+        """The fraction of samples that are one of the ``period`` true sequences."""
+        return {"valid_sample_fraction": float(np.mean(self.is_valid(samples)))}

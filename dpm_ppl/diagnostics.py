@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 
-__all__ = ["fit_datatree", "plot_betas", "plot_loss", "plot_samples", "plot_trajectories"]
+__all__ = ["fit_datatree", "plot_betas", "plot_loss", "plot_samples", "plot_sequences", "plot_trajectories"]
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -62,8 +62,37 @@ def _scatter(ax, x: np.ndarray, title: str, color: str) -> None:
     ax.set_aspect("equal")
 
 
+def _is_binary(*arrays: np.ndarray) -> bool:
+    return all(np.isin(np.asarray(x), (0, 1)).all() for x in arrays)
+
+
+def _raster(ax, x: np.ndarray, title: str, rows: int) -> None:
+    x = _flat(x)[:rows]
+    ax.imshow(x, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.set_xlabel("bin")
+    ax.set_ylabel("sequence")
+
+
+def plot_sequences(data: np.ndarray, samples: np.ndarray, path: str | Path, rows: int = 50) -> None:
+    """Binary sequences as rasters (one row per sequence, black = 1): held-out data beside model samples.
+
+    The paper's heartbeat figure shows its samples this way (§3.1.2).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8, 5), sharey=True)
+    _raster(axes[0], data, "held-out data", rows)
+    _raster(axes[1], samples, "model samples", rows)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> None:
-    """Samples from the model beside held-out data (2-D data: scatter; otherwise the first two dims)."""
+    """Samples from the model beside held-out data: binary data as rasters (`plot_sequences`),
+    otherwise a scatter of the first two dims."""
+    if _is_binary(data, samples):
+        plot_sequences(data, samples, path)
+        return
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     _scatter(axes[0], data, "held-out data", "tab:blue")
     _scatter(axes[1], samples, "model samples", "tab:orange")
@@ -73,14 +102,20 @@ def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> Non
 
 
 def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path) -> None:
-    """The paper's Fig. 1: forward trajectory (top) and reverse trajectory (bottom) at t = 0, T/2, T.
+    """The paper's Fig. 1: forward trajectory (top) and reverse trajectory (bottom) at t = 0, T/2, T
+    (binary data as rasters of sequences).
 
     ``forward`` and ``reverse`` are x⁰…x^T, shape (T + 1, num_points, d).
     """
     T = forward.shape[0] - 1
     ts = [0, T // 2, T]
+    binary = _is_binary(forward, reverse)
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.5), sharex=True, sharey=True)
     for j, t in enumerate(ts):
+        if binary:  # rasters of the first 30 sequences
+            _raster(axes[0, j], forward[t], f"forward $q(x^{{{t}}})$", 30)
+            _raster(axes[1, j], reverse[t], f"reverse $p(x^{{{t}}})$", 30)
+            continue
         _scatter(axes[0, j], forward[t], f"forward $q(x^{{{t}}})$", "tab:blue")
         _scatter(axes[1, j], reverse[t], f"reverse $p(x^{{{t}}})$", "tab:orange")
     fig.tight_layout()

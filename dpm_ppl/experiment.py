@@ -16,7 +16,7 @@ from pathlib import Path
 from jaxtyping import PRNGKeyArray
 
 from .data import Dataset
-from .model import GaussianDiffusion
+from .model import AbstractDiffusion
 from .train import TrainConfig
 
 
@@ -38,7 +38,8 @@ class Experiment:
 
     - `name`: a short name (used for default output folders).
     - `data`: the `Dataset`.
-    - `model`: ``model(key, num_steps) -> GaussianDiffusion``, building the network from ``key``.
+    - `model`: ``model(key, num_steps) -> GaussianDiffusion`` (or ``BinomialDiffusion``), building the
+      network from ``key``.
     - `num_steps`: the default T (``dpm fit --T`` overrides it for quick runs).
     - `train`: the default `TrainConfig`.
     - `paper`: the paper's Table 1 row, if it has one.
@@ -46,7 +47,7 @@ class Experiment:
 
     name: str
     data: Dataset
-    model: Callable[[PRNGKeyArray, int], GaussianDiffusion]
+    model: Callable[[PRNGKeyArray, int], AbstractDiffusion]
     num_steps: int
     train: TrainConfig
     paper: PaperRow | None = None
@@ -55,7 +56,7 @@ class Experiment:
         if not isinstance(self.data, Dataset):
             raise TypeError(f"`data` must be a dpm_ppl Dataset, got {type(self.data).__name__}.")
         if not callable(self.model):
-            raise TypeError("`model` must be a callable (key, num_steps) -> GaussianDiffusion.")
+            raise TypeError("`model` must be a callable (key, num_steps) -> a diffusion model.")
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"`train` must be a TrainConfig, got {type(self.train).__name__}.")
         if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:

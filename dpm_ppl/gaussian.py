@@ -12,6 +12,8 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .schedules import alpha_bar, one_minus_alpha_bar
+
 
 __all__ = [
     "alpha_bar",
@@ -32,20 +34,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _log_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
-    return jnp.concatenate([jnp.zeros((1,), betas.dtype), jnp.cumsum(jnp.log1p(-betas))])
-
-
-def alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
-    """ᾱ_0…ᾱ_T, computed in log space so that long schedules (T = 4000) stay accurate."""
-    return jnp.exp(_log_alpha_bar(betas))
-
-
-def one_minus_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
-    """1 − ᾱ_0…1 − ᾱ_T via expm1: in float32, 1 − ᾱ_t keeps ~3 digits when β₁ ~ 10⁻⁵, this keeps all."""
-    return -jnp.expm1(_log_alpha_bar(betas))
 
 
 def forward_kernel(x_prev: Array, beta_t: ArrayLike) -> tuple[Array, Array]:

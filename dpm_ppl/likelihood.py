@@ -10,8 +10,9 @@ the last two terms being the fixed last step (App. B.2). With M forward trajecto
     log p̂(x⁰) = logsumexp_m(log w_m) − log M,
 
 whose expectation is ≥ E[log w] = K(x⁰) (Jensen, Eq 11 → Eq 12) and increases with M to log p(x⁰).
-One log weight is exactly `gaussian_bound_terms(..., estimator="trajectory").K` (teacher forcing: the
-reverse log-probabilities of a drawn trajectory are evaluated in parallel over t).
+One log weight is exactly `bound_terms(..., estimator="trajectory").K` (teacher forcing: the
+reverse log-probabilities of a drawn trajectory are evaluated in parallel over t), for either
+kernel family.
 
 Trajectories are processed in chunks by a `lax.scan` that carries only running statistics (the
 running max log w, the mean and squared deviations of the rescaled weights, Σ log w) and the
@@ -40,11 +41,10 @@ from arviz_stats.base import array_stats
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from . import gaussian
-from .bound import gaussian_bound_terms
-from .data import check_data
+from .bound import bound_terms
+from .family import AbstractFamily
 from .kernels import ReverseKernel
-from .model import X0, GaussianDiffusion
+from .model import X0, AbstractDiffusion
 
 
 __all__ = [
@@ -169,34 +169,45 @@ def psis_khat(log_w: Float[Array, "*batch M"] | np.ndarray) -> np.ndarray:
     return np.array([_khat_from_top(row, M) for row in flat]).reshape(log_w.shape[:-1])
 
 
-def _model_pieces(diffusion: GaussianDiffusion, x0: np.ndarray) -> tuple[Array, ReverseKernel, np.ndarray]:
+def _model_pieces(diffusion: AbstractDiffusion, x0: np.ndarray) -> tuple[Array, ReverseKernel, np.ndarray]:
     """The schedule, the reverse kernel and the validated data of a bound model or an oracle."""
-    if not isinstance(diffusion, GaussianDiffusion):
-        raise TypeError(f"`diffusion` must be a dpm_ppl.GaussianDiffusion, got {type(diffusion).__name__}.")
+    if not isinstance(diffusion, AbstractDiffusion):
+        raise TypeError(
+            f"`diffusion` must be a dpm_ppl.GaussianDiffusion or BinomialDiffusion, got {type(diffusion).__name__}."
+        )
     if diffusion.trainable and (diffusion.network is not None or diffusion.schedule.is_learned):
         raise ValueError(
             "`diffusion` has trainable parameters that are not bound: evaluate `diffusion.bind(params)` "
             "(e.g. `dpm_ppl.run.load_run(RUN).diffusion`), or a model with a fixed `kernel=`."
         )
-    x0 = check_data(x0, diffusion.event_shape, "x0")
+    x0 = diffusion.family.check_data(x0, diffusion.event_shape, "x0")
     betas = diffusion.betas()
     return betas, diffusion.reverse_kernel(betas), x0
 
 
-def _one_log_weight(key: PRNGKeyArray, x0: Array, betas: Array, kernel: ReverseKernel, event_ndim: int) -> Array:
+def _one_log_weight(
+    key: PRNGKeyArray, x0: Array, betas: Array, kernel: ReverseKernel, event_ndim: int, family: AbstractFamily
+) -> Array:
     """log p(x⁰…ᵀ) − log q(x¹…ᵀ|x⁰) for one datum and one forward trajectory drawn with ``key`` (Eq 9)."""
-    return gaussian_bound_terms(key, x0[None], betas, kernel, event_ndim, estimator="trajectory").K[0]
+    return bound_terms(key, x0[None], betas, kernel, event_ndim, "trajectory", family=family).K[0]
 
 
 def _chunk_log_weights(
-    kernel: ReverseKernel, betas: Array, data_keys: Array, x0: Array, first: Array, size: int, event_ndim: int
+    kernel: ReverseKernel,
+    betas: Array,
+    data_keys: Array,
+    x0: Array,
+    first: Array,
+    size: int,
+    event_ndim: int,
+    family: AbstractFamily,
 ) -> Array:
     """Log weights of trajectories ``first … first + size − 1`` of every datum: shape ``(batch, size)``."""
     ms = first + jnp.arange(size)
 
     def per_datum(k, x):
         keys = jax.vmap(lambda m: jax.random.fold_in(k, m))(ms)
-        return jax.vmap(lambda kk: _one_log_weight(kk, x, betas, kernel, event_ndim))(keys)
+        return jax.vmap(lambda kk: _one_log_weight(kk, x, betas, kernel, event_ndim, family))(keys)
 
     return jax.vmap(per_datum)(data_keys, x0)
 
@@ -210,6 +221,7 @@ def _streamed(
     num_trajectories: int,
     chunk_size: int,
     event_ndim: int,
+    family: AbstractFamily,
 ) -> tuple[Array, ...]:
     """Scan over trajectory chunks carrying, per datum, the running max log w, the mean and the sum of
     squared deviations of w·exp(−max) (Chan et al.'s pairwise merge: no cancellation when the weights
@@ -220,7 +232,7 @@ def _streamed(
 
     def body(carry, j):
         peak, mean, m2, total, top = carry
-        lw = _chunk_log_weights(kernel, betas, data_keys, x0, j * C, C, event_ndim)
+        lw = _chunk_log_weights(kernel, betas, data_keys, x0, j * C, C, event_ndim, family)
         valid = (j * C + jnp.arange(C)) < M
         lw = jnp.where(valid, lw, -jnp.inf)
         new_peak = jnp.maximum(peak, lw.max(-1))
@@ -254,7 +266,7 @@ def _data_keys(key: PRNGKeyArray, indices: np.ndarray) -> Array:
 
 
 def log_likelihood(
-    diffusion: GaussianDiffusion,
+    diffusion: AbstractDiffusion,
     x0: Float[Array, "num_data *event"] | np.ndarray,
     key: PRNGKeyArray,
     *,
@@ -267,7 +279,7 @@ def log_likelihood(
 
     **Arguments:**
 
-    - `diffusion`: a bound model (`GaussianDiffusion.bind(params)`, or `load_run(RUN).diffusion`)
+    - `diffusion`: a bound model of either family (`.bind(params)`, or `load_run(RUN).diffusion`)
       or one with a fixed ``kernel=`` (the oracles of `dpm_ppl.kernels`).
     - `x0`: standardised data, shape ``(num_data, *event_shape)``.
     - `key`: a `jax.random` key; datum ``i``'s trajectory ``m`` uses ``fold_in(fold_in(key, i), m)``.
@@ -287,16 +299,18 @@ def log_likelihood(
     for start in tqdm(range(0, n, B), disable=not progress, unit="batch", desc=f"IS, M={M}", dynamic_ncols=True):
         idx = np.arange(start, start + B)
         xb = x0[np.minimum(idx, n - 1)]  # the last batch is padded (and cut below): one compiled shape
-        out = _streamed(kernel, betas, _data_keys(key, idx), jnp.asarray(xb), M, C, diffusion.event_ndim)
+        out = _streamed(
+            kernel, betas, _data_keys(key, idx), jnp.asarray(xb), M, C, diffusion.event_ndim, diffusion.family
+        )
         parts.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: n - start], out))
     log_p_hat, stderr, ess, K, top = (np.concatenate(xs) for xs in zip(*parts))
     khat = np.array([_khat_from_top(row, M) for row in top])
-    log_null = np.asarray(gaussian.log_prior(jnp.asarray(x0), diffusion.event_ndim))
+    log_null = np.asarray(diffusion.family.log_prior(jnp.asarray(x0), diffusion.event_ndim))
     return LikelihoodEstimate(log_p_hat, stderr, ess, khat, K, log_null, M, diffusion.dim)
 
 
 def log_weights(
-    diffusion: GaussianDiffusion,
+    diffusion: AbstractDiffusion,
     x0: Float[Array, "num_data *event"] | np.ndarray,
     key: PRNGKeyArray,
     num_trajectories: int,
@@ -309,7 +323,7 @@ def log_weights(
     betas, kernel, x0 = _model_pieces(diffusion, x0)
     keys = _data_keys(key, np.arange(x0.shape[0]))
     run = eqx.filter_jit(_chunk_log_weights)
-    return run(kernel, betas, keys, jnp.asarray(x0), jnp.asarray(0), M, diffusion.event_ndim)
+    return run(kernel, betas, keys, jnp.asarray(x0), jnp.asarray(0), M, diffusion.event_ndim, diffusion.family)
 
 
 def likelihood_datatree(estimate: LikelihoodEstimate, x0: np.ndarray | None = None) -> xr.DataTree:

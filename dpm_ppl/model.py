@@ -1,4 +1,7 @@
-"""The user-facing declaration: a Gaussian diffusion probabilistic model as NumPyro programs.
+"""The user-facing declarations: diffusion probabilistic models as NumPyro programs.
+
+`GaussianDiffusion` and `BinomialDiffusion` share one declaration (`AbstractDiffusion`); they
+differ only in their kernel family (`dpm_ppl.family`) and in how a network becomes a reverse kernel.
 
 The reverse chain is the model, the forward chain is the guide (paper §2.1–2.3):
 
@@ -11,6 +14,7 @@ so ``SVI(d.model, d.guide, optax.adam(1e-3), DiffusionELBO())`` maximises the bo
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Literal
@@ -23,40 +27,39 @@ from jaxtyping import Array, Float
 from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 
-from . import gaussian
 from .chains import LAST_STEP, ForwardChain, ReverseChain
-from .kernels import GaussianReverse, ReverseKernel
+from .family import AbstractFamily, BinomialFamily, GaussianFamily
+from .kernels import BinomialReverse, GaussianReverse, ReverseKernel
 from .schedules import AbstractSchedule
 
 
-__all__ = ["GaussianDiffusion", "TRAJECTORY", "X0"]
+__all__ = ["AbstractDiffusion", "BinomialDiffusion", "GaussianDiffusion", "TRAJECTORY", "X0"]
 
 TRAJECTORY = "trajectory"
 X0 = "x0"
 
 
-class GaussianDiffusion(eqx.Module):
-    """A Gaussian diffusion probabilistic model (paper §2, Table App.1).
+class AbstractDiffusion(eqx.Module):
+    """A diffusion probabilistic model (paper §2): the declaration shared by every kernel family.
 
-    **Arguments:**
-
-    - `event_shape`: the shape of one example, e.g. ``(2,)`` for the Swiss roll.
-    - `schedule`: the β schedule (`dpm_ppl.schedules`); a `LearnedSchedule` is trained by SVI.
-    - `network`: an Equinox network ``(x, t) -> (z_mu, z_sigma)`` turned into the reverse kernel
-      by `GaussianReverse` and trained; registered with `numpyro.contrib.module.eqx_module`.
-    - `kernel`: instead of a network, any fixed callable ``(x_t, t) -> (mean, variance)`` (the
-      oracles of `dpm_ppl.kernels`, or your own).
-    - `mean`: the mean parameterisation of `GaussianReverse` ("reference" or "paper").
-    - `trainable`: whether `model`/`guide` register the network and schedule as NumPyro params
-      (`bind` returns a frozen copy holding trained values).
+    Concrete models declare the fields below and say how a network becomes a reverse kernel
+    (`_network_kernel`) and which family's closed forms apply (`family`).
     """
 
-    event_shape: tuple[int, ...] = eqx.field(static=True)
-    schedule: AbstractSchedule
-    network: eqx.Module | None = None
-    kernel: ReverseKernel | None = None
-    mean: Literal["reference", "paper"] = eqx.field(static=True, default="reference")
-    trainable: bool = eqx.field(static=True, default=True)
+    event_shape: eqx.AbstractVar[tuple[int, ...]]
+    schedule: eqx.AbstractVar[AbstractSchedule]
+    network: eqx.AbstractVar[eqx.Module | None]
+    kernel: eqx.AbstractVar[ReverseKernel | None]
+    trainable: eqx.AbstractVar[bool]
+
+    @property
+    @abc.abstractmethod
+    def family(self) -> AbstractFamily:
+        """The kernel family: its closed forms serve the chains, the bound and the sampler."""
+
+    @abc.abstractmethod
+    def _network_kernel(self, network: eqx.Module, betas: Float[Array, " T"]) -> ReverseKernel:
+        """The reverse kernel of a (registered) network."""
 
     def __check_init__(self):
         if (self.network is None) == (self.kernel is None):
@@ -94,19 +97,19 @@ class GaussianDiffusion(eqx.Module):
         if self.kernel is not None:
             return self.kernel
         network = eqx_module("network", self.network) if self.trainable else self.network
-        return GaussianReverse(network, betas, self.mean)
+        return self._network_kernel(network, betas)
 
     def _chain(self, batch_shape: tuple[int, ...]) -> tuple[Array, Array]:
         betas = self.betas()
         traj = numpyro.sample(
-            TRAJECTORY, ReverseChain(self.reverse_kernel(betas), betas, batch_shape, self.event_shape)
+            TRAJECTORY,
+            ReverseChain(self.reverse_kernel(betas), betas, batch_shape, self.event_shape, family=self.family),
         )
         x1 = traj[(..., 0) + (slice(None),) * self.event_ndim]
         return betas, x1
 
     def _last_step(self, x1: Array, beta1: Array) -> dist.Distribution:
-        mean, var = gaussian.last_step(x1, beta1)
-        return dist.Normal(mean, jnp.sqrt(var)).to_event(self.event_ndim)
+        return self.family.reverse_distribution(self.family.last_step(x1, beta1)).to_event(self.event_ndim)
 
     def _check_data(self, x0: Array) -> None:
         if tuple(x0.shape[1:]) != self.event_shape or x0.ndim != self.event_ndim + 1:
@@ -131,7 +134,7 @@ class GaussianDiffusion(eqx.Module):
         del num_samples
         self._check_data(x0)
         with numpyro.plate("data", x0.shape[0]):
-            numpyro.sample(TRAJECTORY, ForwardChain(x0, self.betas(), self.event_ndim))
+            numpyro.sample(TRAJECTORY, ForwardChain(x0, self.betas(), self.event_ndim, family=self.family))
 
     def prior(self, batch_shape: tuple[int, ...] = ()) -> Array:
         """x⁰ ~ p(x⁰) as a sub-model for your own NumPyro programs: sample sites "trajectory" and "x0".
@@ -142,7 +145,7 @@ class GaussianDiffusion(eqx.Module):
         betas, x1 = self._chain(tuple(batch_shape))
         return numpyro.sample(X0, self._last_step(x1, betas[0]), infer={LAST_STEP: True})
 
-    def bind(self, params: dict) -> GaussianDiffusion:
+    def bind(self, params: dict) -> AbstractDiffusion:
         """A frozen copy whose network and schedule hold ``params`` (e.g. ``svi.get_params(state)``)."""
 
         def modules():
@@ -157,3 +160,79 @@ class GaussianDiffusion(eqx.Module):
         """The initial values of this model's NumPyro params, keyed as SVI keys them."""
         trace = handlers.trace(handlers.seed(self.model, 0)).get_trace(jnp.zeros((1,) + self.event_shape))
         return {name: site["value"] for name, site in trace.items() if site["type"] == "param"}
+
+
+class GaussianDiffusion(AbstractDiffusion):
+    """A Gaussian diffusion probabilistic model (paper §2, Table App.1).
+
+    **Arguments:**
+
+    - `event_shape`: the shape of one example, e.g. ``(2,)`` for the Swiss roll.
+    - `schedule`: the β schedule (`dpm_ppl.schedules`); a `LearnedSchedule` is trained by SVI.
+    - `network`: an Equinox network ``(x, t) -> (z_mu, z_sigma)`` turned into the reverse kernel
+      by `GaussianReverse` and trained; registered with `numpyro.contrib.module.eqx_module`.
+    - `kernel`: instead of a network, any fixed callable ``(x_t, t) -> (mean, variance)`` (the
+      oracles of `dpm_ppl.kernels`, or your own).
+    - `mean`: the mean parameterisation of `GaussianReverse` ("reference" or "paper").
+    - `trainable`: whether `model`/`guide` register the network and schedule as NumPyro params
+      (`bind` returns a frozen copy holding trained values).
+    """
+
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    schedule: AbstractSchedule
+    network: eqx.Module | None = None
+    kernel: ReverseKernel | None = None
+    mean: Literal["reference", "paper"] = eqx.field(static=True, default="reference")
+    trainable: bool = eqx.field(static=True, default=True)
+
+    @property
+    def family(self) -> GaussianFamily:
+        return GaussianFamily()
+
+    def _network_kernel(self, network, betas):
+        return GaussianReverse(network, betas, self.mean)
+
+
+class BinomialDiffusion(AbstractDiffusion):
+    """A binomial diffusion probabilistic model on {0, 1}ᵈ (paper Table App.1, §2.4.1, App. D.1.2).
+
+    The same NumPyro programs as `GaussianDiffusion` (reverse chain as the model, forward chain as
+    the guide, fixed last step), with Bernoulli sites. Use the fixed schedule
+    `HarmonicSchedule` (β_t = 1/(T−t+1), §2.4.1): discrete states admit no frozen noise, so a
+    learned schedule gets no gradient. Generic ``Trace_ELBO`` cannot reparameterise Bernoulli
+    sites; `DiffusionELBO` evaluates K from closed forms.
+
+    **Arguments:**
+
+    - `event_shape`: the shape of one example, e.g. ``(20,)`` for the heartbeat.
+    - `schedule`: the β schedule (fixed).
+    - `network`: an Equinox network ``(x, t) -> z`` (one array of the event shape) turned into
+      the reverse rate f_b by `BinomialReverse`, e.g. `dpm_ppl.nn.sigmoid_mlp`.
+    - `kernel`: instead of a network, any fixed callable ``(x_t, t) -> logit of f_b`` (e.g.
+      `dpm_ppl.kernels.BernoulliOracle`).
+    - `base_rate`: p of π = ∏ B(p) and of the forward kernel (paper: 0.5 printed, 0.2 used).
+    - `rate`: the rate parameterisation of `BinomialReverse` ("x0" or "paper").
+    - `trainable`: as for `GaussianDiffusion`.
+    """
+
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    schedule: AbstractSchedule
+    network: eqx.Module | None = None
+    kernel: ReverseKernel | None = None
+    base_rate: float = eqx.field(static=True, default=0.5)
+    rate: Literal["x0", "paper"] = eqx.field(static=True, default="x0")
+    trainable: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if getattr(self.schedule, "is_learned", False):
+            raise ValueError(
+                "Binomial diffusion needs a fixed schedule (paper §2.4.1: no frozen noise for discrete states); "
+                "use dpm_ppl.HarmonicSchedule(T)."
+            )
+
+    @property
+    def family(self) -> BinomialFamily:
+        return BinomialFamily(self.base_rate)
+
+    def _network_kernel(self, network, betas):
+        return BinomialReverse(network, betas, self.base_rate, self.rate)

@@ -2,7 +2,8 @@
 
 A network maps one example ``x`` (event shape) and the paper's step index ``t`` (1…T) to two
 arrays of the event shape, ``(z_mu, z_sigma)``, which `dpm_ppl.kernels.GaussianReverse` turns into
-the mean and variance of p(xᵗ⁻¹ | xᵗ). Time enters through a temporal readout (Eqs 62–63): the
+the mean and variance of p(xᵗ⁻¹ | xᵗ), or to one array ``z`` that `dpm_ppl.kernels.BinomialReverse`
+turns into the Bernoulli rate f_b. Time enters through a temporal readout (Eqs 62–63): the
 readout weights are a mixture over a basis of functions of t.
 """
 
@@ -69,6 +70,9 @@ class TemporalReadout(eqx.Module):
         self.bias = jnp.zeros((basis.num_basis, out))
 
     def __call__(self, h: Float[Array, " hidden"], t: Int[ArrayLike, ""]) -> Float[Array, " out"]:
+        if self.basis.per_step:  # the one-hot mixture is a lookup: O(out·hidden), not O(T·out·hidden)
+            i = jnp.asarray(t) - 1
+            return self.weight[i] @ h + self.bias[i]
         g = self.basis(t)
         return jnp.einsum("j,joh,h->o", g, self.weight, h) + g @ self.bias
 
@@ -89,6 +93,10 @@ class MLPNet(eqx.Module):
     - `basis`: the temporal basis of the readout (default: one readout per step).
     - `time_features`: also feed g(t) to the first layer.
     - `activation`: the hidden nonlinearity (paper: tanh for dense layers).
+    - `heads`: the number of event-shaped outputs: 2 (default) returns ``(z_mu, z_sigma)`` for a
+      Gaussian kernel, 1 returns the single array ``z`` of a binomial kernel. The paper's heartbeat
+      network (App. D.1.2) is ``MLPNet(20, T, width=50, depth=3, activation=jax.nn.sigmoid,
+      time_features=False, heads=1)``.
     - `key`: a `jax.random` key for initialisation.
     """
 
@@ -97,6 +105,7 @@ class MLPNet(eqx.Module):
     time_basis: TemporalBasis | None
     activation: Callable[[Array], Array] = eqx.field(static=True)
     dim: int = eqx.field(static=True)
+    heads: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -108,21 +117,27 @@ class MLPNet(eqx.Module):
         basis: TemporalBasis | None = None,
         time_features: bool = True,
         activation: Callable[[Array], Array] = jax.nn.silu,
+        heads: int = 2,
         key: PRNGKeyArray,
     ):
+        if heads not in (1, 2):
+            raise ValueError(f"`heads` must be 1 (binomial kernels) or 2 (Gaussian kernels), got {heads!r}.")
         basis = basis if basis is not None else TemporalBasis(num_steps, per_step=True)
         self.time_basis = TemporalBasis(num_steps, num_basis=min(num_steps, 16)) if time_features else None
         in_dim = dim + (self.time_basis.num_basis if self.time_basis is not None else 0)
         keys = jax.random.split(key, depth)
         sizes = [in_dim] + [width] * depth
         self.layers = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys))
-        self.readout = TemporalReadout(width, 2 * dim, basis)
+        self.readout = TemporalReadout(width, heads * dim, basis)
         self.activation = activation
         self.dim = dim
+        self.heads = heads
 
-    def __call__(self, x: Float[Array, " dim"], t: Int[ArrayLike, ""]) -> tuple[Array, Array]:
+    def __call__(self, x: Float[Array, " dim"], t: Int[ArrayLike, ""]) -> tuple[Array, Array] | Array:
         h = x if self.time_basis is None else jnp.concatenate([x, self.time_basis(t)])
         for layer in self.layers:
             h = self.activation(layer(h))
         out = self.readout(h, t)
+        if self.heads == 1:
+            return out
         return out[: self.dim], out[self.dim :]

@@ -26,7 +26,7 @@ from . import checkpoint, diagnostics
 from .chains import ForwardChain
 from .data import Split, Standardiser
 from .experiment import Experiment, load_script
-from .model import GaussianDiffusion
+from .model import AbstractDiffusion
 from .sample import sample
 from .train import CHECKPOINT, TrainConfig, bound_terms, fit, make_svi
 
@@ -44,7 +44,7 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def model_spec(name: str, diffusion: GaussianDiffusion, config: TrainConfig) -> dict:
+def model_spec(name: str, diffusion: AbstractDiffusion, config: TrainConfig) -> dict:
     """What a checkpoint must match to be resumed or loaded: the model's shape and its trainer."""
     params = diffusion.param_init()
     shapes = {
@@ -63,15 +63,18 @@ class LoadedRun(NamedTuple):
     """A trained run: the experiment, the trained (bound) model, its data split and settings."""
 
     experiment: Experiment
-    diffusion: GaussianDiffusion
+    diffusion: AbstractDiffusion
     split: Split
     info: dict
 
 
-def _build(experiment: Experiment, num_steps: int, seed: int) -> tuple[GaussianDiffusion, Split]:
+def _build(experiment: Experiment, num_steps: int, seed: int) -> tuple[AbstractDiffusion, Split]:
+    """The untrained model and its data split: validated by the model's family (binary data must be
+    0 or 1) and standardised only where the family asks for it (not binary data: Table 1 caption)."""
     key = jax.random.key(seed)
-    split = experiment.data.split(seed)
-    return experiment.model(jax.random.fold_in(key, 0), num_steps), split
+    diffusion = experiment.model(jax.random.fold_in(key, 0), num_steps)
+    family = diffusion.family
+    return diffusion, experiment.data.split(seed, check=family.check_data, standardise=family.standardise)
 
 
 def fit_experiment(
@@ -130,7 +133,7 @@ def fit_experiment(
 
 def report(
     experiment: Experiment,
-    trained: GaussianDiffusion,
+    trained: AbstractDiffusion,
     split: Split,
     history: dict,
     out: Path,
@@ -166,18 +169,18 @@ def report(
     if experiment.paper is not None:
         results["paper_K_bits"] = experiment.paper.K_bits
         results["paper_K_minus_Lnull_bits"] = experiment.paper.K_minus_Lnull_bits
-    _write_json(out / RESULTS_FILE, results)
 
     betas = np.asarray(trained.betas())
     drawn = sample(trained, jax.random.fold_in(key, 3), num_samples, trajectory=True)
     samples = np.asarray(drawn.x0)
+    results.update(experiment.data.sample_summary(split.standardiser.inverse(samples)))
+    _write_json(out / RESULTS_FILE, results)
     diagnostics.fit_datatree(samples, split.test, bits, history, betas).to_netcdf(out / "fit.nc", engine="h5netcdf")
     diagnostics.plot_samples(split.test[:num_samples], samples, out / "samples.png")
     m = min(1_000, num_samples, len(split.test))
     x0 = split.test[:m]
-    fwd = np.asarray(
-        ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim).sample(jax.random.fold_in(key, 4))
-    )
+    chain = ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim, family=trained.family)
+    fwd = np.asarray(chain.sample(jax.random.fold_in(key, 4)))
     forward = np.concatenate([x0[None], np.moveaxis(fwd, 1, 0)])
     reverse = np.concatenate([samples[None, :m], np.moveaxis(np.asarray(drawn.trajectory[:m]), 1, 0)])
     diagnostics.plot_trajectories(forward, reverse, out / "trajectories.png")
@@ -190,7 +193,8 @@ def report(
 
 def print_results(results: dict, experiment: Experiment) -> None:
     """The held-out bound beside the paper's Table 1 row and the generator's truth."""
-    rows = [("", "K (bits)", "K − L_null (bits)")]
+    units = experiment.paper.units if experiment.paper is not None else "bits"
+    rows = [("", f"K ({units})", f"K − L_null ({units})")]
     rows.append(
         (
             "dpm_ppl (held-out)",
@@ -210,6 +214,8 @@ def print_results(results: dict, experiment: Experiment) -> None:
     )
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, width)))
+    if "valid_sample_fraction" in results:
+        print(f"  samples that are true sequences: {100 * results['valid_sample_fraction']:.1f}%")
 
 
 def load_run(run: str | Path) -> LoadedRun:

@@ -1,7 +1,7 @@
 """Exact ancestral sampling of p(x⁰…ᵀ) (paper Eq 5), the fixed last step included.
 
-The reference code stops at x¹ (paper-spec §5, "Sampling loop"); here the last step
-p(x⁰|x¹) = N(√(1−β₁)x¹, β₁) is always applied.
+The reference code stops at x¹ (paper-spec §5, "Sampling loop"); here the fixed last step
+p(x⁰|x¹) (App. B.2) is always applied. One code path for every kernel family.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from . import gaussian
 from .chains import ReverseChain
-from .model import GaussianDiffusion
+from .model import AbstractDiffusion
 
 
 __all__ = ["Samples", "sample"]
@@ -28,14 +27,14 @@ class Samples(NamedTuple):
 
 
 def sample(
-    diffusion: GaussianDiffusion,
+    diffusion: AbstractDiffusion,
     key: PRNGKeyArray,
     num_samples: int,
     *,
     trajectory: bool = False,
     batch_size: int = 4_096,
 ) -> Samples:
-    """Draw ``num_samples`` examples from a trained (`GaussianDiffusion.bind`) or fixed-kernel model.
+    """Draw ``num_samples`` examples from a trained (`bind`) or fixed-kernel model of either family.
 
     Runs in jitted batches of ``batch_size``; with ``trajectory=True`` the whole reverse
     trajectories are returned too (memory T × num_samples × d).
@@ -48,11 +47,14 @@ def sample(
     @jax.jit
     def one(k, n_dummy):
         betas = diffusion.betas()
-        chain = ReverseChain(diffusion.reverse_kernel(betas), betas, n_dummy.shape, diffusion.event_shape)
+        family = diffusion.family
+        chain = ReverseChain(
+            diffusion.reverse_kernel(betas), betas, n_dummy.shape, diffusion.event_shape, family=family
+        )
         k_chain, k_last = jax.random.split(k)
         traj = chain.sample(k_chain)
-        mean, var = gaussian.last_step(traj[:, 0], betas[0])
-        x0 = mean + jnp.sqrt(var) * jax.random.normal(k_last, mean.shape)
+        x1 = traj[:, 0]
+        x0 = family.reverse_step(family.last_step(x1, betas[0]), family.noise(k_last, x1.shape, x1.dtype))
         return x0, traj if trajectory else None
 
     xs, trajs = [], []

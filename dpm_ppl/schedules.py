@@ -26,8 +26,27 @@ __all__ = [
     "HarmonicSchedule",
     "LearnedSchedule",
     "ReferenceSchedule",
+    "alpha_bar",
+    "one_minus_alpha_bar",
     "validate_betas",
 ]
+
+
+def _log_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
+    return jnp.concatenate([jnp.zeros((1,), betas.dtype), jnp.cumsum(jnp.log1p(-betas))])
+
+
+def alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
+    """ᾱ_0…ᾱ_T (α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s, ᾱ_0 = 1; both families).
+
+    Computed in log space so that long schedules (T = 4000) stay accurate.
+    """
+    return jnp.exp(_log_alpha_bar(betas))
+
+
+def one_minus_alpha_bar(betas: Float[Array, " T"]) -> Float[Array, " T+1"]:
+    """1 − ᾱ_0…1 − ᾱ_T via expm1: in float32, 1 − ᾱ_t keeps ~3 digits when β₁ ~ 10⁻⁵, this keeps all."""
+    return -jnp.expm1(_log_alpha_bar(betas))
 
 
 def validate_betas(betas: np.ndarray, num_steps: int | None = None, name: str = "betas") -> np.ndarray:
@@ -97,7 +116,8 @@ class HarmonicSchedule(_FixedSchedule):
 
     It ends with β_T = 1, which makes ᾱ_T = 0: x^T carries no trace of x⁰. For the binomial
     family this is the paper's schedule. Since a variance of exactly 1 is outside the open
-    interval, the last value is clipped to ``1 - 1e-6``.
+    interval, the last value is clipped to ``1 - 1e-6`` (for both families): ᾱ_T = 10⁻⁶/T, so
+    q(x^T|x⁰) equals π to 10⁻⁶ and a binomial H_q(X^T|X⁰) equals H_p(X^T) to that precision.
     """
 
     def __init__(self, num_steps: int):

@@ -17,7 +17,7 @@ from dpm_ppl.train import TrainConfig
 
 
 def model(key: jax.Array, num_steps: int) -> dpm.GaussianDiffusion:
-    schedule = dpm.LearnedSchedule(dpm.GeometricSchedule(num_steps, beta_min=1e-5, beta_max=0.5))
+    schedule = dpm.LearnedSchedule(dpm.GeometricSchedule(num_steps, beta_min=1e-6, beta_max=0.5))
     network = MLPNet(2, num_steps, width=128, depth=3, key=key)
     return dpm.GaussianDiffusion((2,), schedule, network=network)
 
@@ -27,7 +27,14 @@ experiment = Experiment(
     data=SwissRoll(num_train=20_000, num_test=5_000),
     model=model,
     num_steps=40,
-    train=TrainConfig(steps=60_000, batch_size=256, learning_rate=1e-3, eval_every=10_000, checkpoint_every=10_000),
+    train=TrainConfig(
+        steps=200_000,
+        batch_size=256,
+        learning_rate=2e-3,
+        steps_per_call=250,
+        eval_every=25_000,
+        checkpoint_every=25_000,
+    ),
     paper=PaperRow(K_bits=2.35, K_minus_Lnull_bits=6.45),
 )
 
