@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
 from tqdm.auto import tqdm
@@ -97,6 +98,13 @@ def make_svi(diffusion: AbstractDiffusion, config: TrainConfig) -> SVI:
     return SVI(diffusion.model, diffusion.guide, config.optimizer(), DiffusionELBO(config.estimator))
 
 
+@eqx.filter_jit
+def _batch_terms(diffusion: AbstractDiffusion, params: dict, estimator: Estimator, key: PRNGKeyArray, xb: Array):
+    """One batch of `bound_terms`, compiled once per model structure and batch shape (not per call)."""
+    terms, _, _ = DiffusionELBO(estimator).terms(key, params, diffusion.model, diffusion.guide, xb)
+    return tuple(terms)[:-1]  # the arrays; `dim` is static
+
+
 def bound_terms(
     diffusion: AbstractDiffusion,
     params: dict,
@@ -113,16 +121,10 @@ def bound_terms(
     """
     if batch_size is None:
         batch_size = max(1, min(1_000, _EVAL_FLOATS // (diffusion.num_steps * diffusion.dim)))
-    elbo = DiffusionELBO(estimator)
-
-    @jax.jit
-    def one(k, xb):
-        terms, _, _ = elbo.terms(k, params, diffusion.model, diffusion.guide, xb)
-        return tuple(terms)[:-1]  # the arrays; `dim` is static
-
     parts = []
     for i, start in enumerate(range(0, len(x0), batch_size)):
-        parts.append(one(jax.random.fold_in(key, i), jnp.asarray(x0[start : start + batch_size])))
+        xb = jnp.asarray(x0[start : start + batch_size])
+        parts.append(_batch_terms(diffusion, params, estimator, jax.random.fold_in(key, i), xb))
     return BoundTerms(*(jnp.concatenate(xs) for xs in zip(*parts)), dim=diffusion.dim)
 
 
