@@ -24,6 +24,7 @@ def _fit(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.no_progress,
         num_samples=args.num_samples,
+        data=args.data,
     )
 
 
@@ -76,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a model script on the bound K and report it in bits")
     f.add_argument("script", help="a model script, e.g. models/swiss_roll.py")
+    f.add_argument("--data", help="your data file (.npy, .npz or .csv) for models/tabular.py or models/binary.py")
     f.add_argument("--out", help="the run folder (default runs/<name>)")
     f.add_argument("--steps", type=_positive, help="training steps (default: the script's)")
     f.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,7 @@
 """Datasets and the paper's standardisation (one global scale to unit variance, Table 1 caption).
 
-A `Dataset` is generated from a seed (or read from a path the user gives); nothing is downloaded.
+A `Dataset` is generated from a seed (or read from a file the user gives: `FileData`); nothing is
+downloaded.
 `Standardiser` records the shift and the single scale so that results can be stated in data
 units as well: log p_std(z) = log p_raw(x) + d·log(scale).
 """
@@ -8,16 +9,29 @@ units as well: log p_std(z) = log p_raw(x) + d·log(scale).
 from __future__ import annotations
 
 import abc
+import csv
 import dataclasses
+import functools
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import equinox as eqx
 import numpy as np
 from scipy.special import logsumexp
 
 
-__all__ = ["BinaryHeartbeat", "Dataset", "Split", "Standardiser", "SwissRoll", "check_binary", "check_data"]
+__all__ = [
+    "BinaryHeartbeat",
+    "Dataset",
+    "FileData",
+    "Split",
+    "Standardiser",
+    "SwissRoll",
+    "check_binary",
+    "check_data",
+]
 
 
 def check_data(x: np.ndarray, event_shape: tuple[int, ...] | None = None, name: str = "data") -> np.ndarray:
@@ -231,3 +245,180 @@ class BinaryHeartbeat(Dataset):
     def sample_summary(self, samples: np.ndarray) -> dict[str, float]:
         """The fraction of samples that are one of the ``period`` true sequences."""
         return {"valid_sample_fraction": float(np.mean(self.is_valid(samples)))}
+
+
+# -- your own data ------------------------------------------------------------------------------
+
+DATA_SUFFIXES = (".npy", ".npz", ".csv")
+NPZ_DEFAULT_KEYS = ("x", "data")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """A numeric CSV (comma-separated) as a float64 array ``(rows, columns)``.
+
+    The first row is a header, and skipped, when none of its cells is a number; blank lines are
+    skipped. Every data row must have the same number of cells, each a number (``nan``/``inf`` are
+    numbers here and are refused later with their index).
+    """
+    with open(path, newline="") as f:
+        lines = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
+    if lines and not any(_is_number(c) for c in lines[0][1]):
+        lines = lines[1:]  # a header: names, not numbers
+    if not lines:
+        raise ValueError(f"The data file {str(path)!r} holds no data rows. Give at least two examples, one per row.")
+    width = len(lines[0][1])
+    rows = []
+    for line, row in lines:
+        if len(row) != width:
+            raise ValueError(
+                f"The data file {str(path)!r} is ragged: line {line} has {len(row)} values but line "
+                f"{lines[0][0]} has {width}. Give every example the same number of columns."
+            )
+        for col, cell in enumerate(row, start=1):
+            if not _is_number(cell):
+                raise ValueError(
+                    f"The data file {str(path)!r} has a non-numeric value {cell!r} at line {line}, column {col}. "
+                    "Fill or drop missing values and encode categories as numbers."
+                )
+        rows.append([float(c) for c in row])
+    return np.asarray(rows, np.float64)
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        if key is None:
+            if len(names) == 1:
+                key = names[0]
+            else:
+                key = next((k for k in NPZ_DEFAULT_KEYS if k in names), None)
+                if key is None:
+                    raise ValueError(
+                        f"The data file {str(path)!r} holds {len(names)} arrays {names}; save one array, or name "
+                        f"the data `x` (np.savez(path, x=data)), or pick one with FileData(path, key=NAME)."
+                    )
+        if key not in names:
+            raise ValueError(f"The data file {str(path)!r} has no array {key!r}; it holds {names}.")
+        return archive[key]
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str, key: str | None, stamp: tuple[int, int]) -> np.ndarray:
+    """The array in a data file (cached per path, key and modification stamp)."""
+    del stamp  # part of the cache key only: a rewritten file is read again
+    p = Path(path)
+    try:
+        if p.suffix == ".csv":
+            x = _read_csv(p)
+        elif p.suffix == ".npz":
+            x = _read_npz(p, key)
+        else:
+            x = np.load(p, allow_pickle=False)
+    except OSError as err:
+        raise OSError(
+            f"Cannot read the data file {path!r}: {err.strerror or err}. Check that it is a readable file."
+        ) from err
+    except ValueError as err:
+        if str(err).startswith("The data file"):
+            raise
+        raise ValueError(
+            f"Cannot read the data file {path!r} as {p.suffix}: {err}. Save it with "
+            f"{'np.savez' if p.suffix == '.npz' else 'np.save'} from a numeric array."
+        ) from err
+    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ValueError(
+            f"The data file {path!r} holds an array of dtype {getattr(x, 'dtype', type(x))}; a numeric array is needed."
+        )
+    if np.iscomplexobj(x):
+        raise ValueError(f"The data file {path!r} holds complex numbers; give real-valued data.")
+    x = check_data(x, name=f"data file {path!r}")
+    x.flags.writeable = False
+    return x
+
+
+class FileData(Dataset):
+    """Your own data from a file: ``.npy``, ``.npz`` or ``.csv``, one example per row (first axis).
+
+    - ``.npy``: one array of shape ``(num_examples, *event_shape)``.
+    - ``.npz``: the only array in it, or the one named ``key`` (default: ``x`` or ``data``).
+    - ``.csv``: numbers separated by commas, one example per line; a first line of names is a
+      header and is skipped.
+
+    The examples are shuffled with the run's seed and split into a training set and a held-out
+    set holding ``heldout_fraction`` of them (at least one). The file is validated when read:
+    shape, emptiness, and finiteness, with the index of the first bad entry (a row of the file);
+    `split` then applies the model family's check (e.g. binary data for binomial diffusion).
+
+    **Arguments:**
+
+    - `path`: the file.
+    - `heldout_fraction`: the fraction held out for evaluation, in (0, 1); default 0.1.
+    - `key`: the array's name inside an ``.npz`` file.
+    """
+
+    path: str = eqx.field(static=True)
+    heldout_fraction: float = eqx.field(static=True, default=0.1)
+    key: str | None = eqx.field(static=True, default=None)
+
+    def __init__(self, path: str | os.PathLike, heldout_fraction: float = 0.1, key: str | None = None):
+        self.path = str(path)
+        self.heldout_fraction = heldout_fraction
+        self.key = key
+
+    def __check_init__(self):
+        suffix = Path(self.path).suffix
+        if suffix not in DATA_SUFFIXES:
+            raise ValueError(
+                f"The data file must be a {', '.join(DATA_SUFFIXES[:-1])} or {DATA_SUFFIXES[-1]} file, got "
+                f"{self.path!r}. Save a numeric array with np.save, or write a CSV with one example per row."
+            )
+        f = self.heldout_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+            raise ValueError(f"`heldout_fraction` must lie strictly inside (0, 1), got {f!r}.")
+
+    def array(self) -> np.ndarray:
+        """Every example in the file, float32, validated (read-only; cached until the file changes)."""
+        p = Path(self.path)
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"No data file at {self.path!r}. Give the path of a .npy, .npz or .csv file with one example per row."
+            )
+        st = p.stat()
+        return _read(str(p.resolve()), self.key, (st.st_mtime_ns, st.st_size))
+
+    @property
+    def name(self) -> str:
+        """The file's name without its suffix (run folders are named after it)."""
+        return Path(self.path).stem
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.array().shape[1:])
+
+    @property
+    def num_examples(self) -> int:
+        return self.array().shape[0]
+
+    def raw(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        x = self.array()
+        n = len(x)
+        if n < 2:
+            raise ValueError(
+                f"The data file {self.path!r} holds {n} example; at least 2 are needed (one to train on, one held out)."
+            )
+        num_test = min(n - 1, max(1, round(self.heldout_fraction * n)))
+        order = np.random.default_rng(seed).permutation(n)
+        return x[order[num_test:]], x[order[:num_test]]
+
+    def split(self, seed: int, check: Callable[..., np.ndarray] = check_data, standardise: bool = True) -> Split:
+        # the family's check on the whole file first, so an error's index is a row of the file
+        check(self.array(), self.event_shape, f"data file {self.path!r}")
+        return super().split(seed, check, standardise)

@@ -3,6 +3,10 @@
 A script is import-safe (no work at import time): it names the data, a factory for the model,
 the training defaults and the paper's row to print beside the results. `load_script` imports it
 from a path and checks it.
+
+A script for the user's own data (``models/tabular.py``, ``models/binary.py``) declares instead a
+function ``experiment(data_path) -> Experiment``: its defaults (network width, T, steps) can then
+depend on the data it is given (``dpm fit SCRIPT --data FILE``).
 """
 
 from __future__ import annotations
@@ -63,8 +67,12 @@ class Experiment:
             raise ValueError(f"`num_steps` (T) must be an integer ≥ 1, got {self.num_steps!r}.")
 
 
-def load_script(path: str | Path) -> Experiment:
-    """Import a model script from its path and return its ``experiment``."""
+def load_script(path: str | Path, data: str | Path | None = None) -> Experiment:
+    """Import a model script from its path and return its ``experiment``.
+
+    A script declaring ``experiment`` as a function of a data file is called with ``data``
+    (required for it, refused for a script that brings its own data).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -78,9 +86,27 @@ def load_script(path: str | Path) -> Experiment:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     experiment = getattr(module, "experiment", None)
-    if not isinstance(experiment, Experiment):
+    if isinstance(experiment, Experiment):
+        if data is not None:
+            raise ValueError(
+                f"{str(path)!r} brings its own data ({type(experiment.data).__name__}) and takes no `--data`, got "
+                f"{str(data)!r}. To train on your file use models/tabular.py (real values) or models/binary.py (0/1)."
+            )
+        return experiment
+    if not callable(experiment):
         raise ValueError(
-            f"{str(path)!r} declares no `experiment = dpm_ppl.Experiment(...)`; a model script must define one "
-            "(see models/swiss_roll.py)."
+            f"{str(path)!r} declares no `experiment = dpm_ppl.Experiment(...)` (or function of a data file "
+            "returning one); a model script must define one (see models/swiss_roll.py, models/tabular.py)."
+        )
+    if data is None:
+        raise ValueError(
+            f"{str(path)!r} trains on your own data: give `--data FILE` (a .npy, .npz or .csv file, one example "
+            f"per row), e.g. `dpm fit {str(path)} --data mydata.csv`."
+        )
+    experiment = experiment(str(data))
+    if not isinstance(experiment, Experiment):
+        raise TypeError(
+            f"`experiment(data_path)` in {str(path)!r} must return a dpm_ppl Experiment, "
+            f"got {type(experiment).__name__}."
         )
     return experiment

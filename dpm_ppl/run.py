@@ -3,7 +3,7 @@
 ``fit_experiment`` trains, evaluates the held-out bound in bits beside the paper's Table 1 row
 and the generator's true log-likelihood, samples, and writes into ``out``:
 
-    run.json        how the run was made (script, T, seed, settings, standardiser)
+    run.json        how the run was made (script, data file and its SHA-256, T, seed, settings, standardiser)
     checkpoint.eqx  the SVI state (atomic; the previous one kept as .prev)
     results.json    K_bits, K_minus_Lnull_bits, K_stderr_bits, true_loglik_bits, train_seconds, steps, ...
     fit.nc          the ArviZ DataTree (samples, data, per-example bound, training trace, schedule)
@@ -13,6 +13,7 @@ and the generator's true log-likelihood, samples, and writes into ``out``:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -44,19 +45,31 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def model_spec(name: str, diffusion: AbstractDiffusion, config: TrainConfig) -> dict:
-    """What a checkpoint must match to be resumed or loaded: the model's shape and its trainer."""
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_spec(name: str, diffusion: AbstractDiffusion, config: TrainConfig, data_sha256: str | None = None) -> dict:
+    """What a checkpoint must match to be resumed or loaded: the model's shape and its trainer (and the
+    content of the user's data file, for a script trained on one)."""
     params = diffusion.param_init()
     shapes = {
         jax.tree_util.keystr(path): list(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
     }
-    return {
+    spec = {
         "script": name,
         "num_steps": diffusion.num_steps,
         "event_shape": list(diffusion.event_shape),
         "params": shapes,
         "optimizer": [config.learning_rate, config.final_learning_rate, config.warmup, config.steps, config.grad_clip],
     }
+    if data_sha256 is not None:
+        spec["data_sha256"] = data_sha256
+    return spec
 
 
 class LoadedRun(NamedTuple):
@@ -88,9 +101,16 @@ def fit_experiment(
     resume: bool = False,
     progress: bool = True,
     num_samples: int = 5_000,
+    data: str | Path | None = None,
 ) -> dict:
-    """``dpm fit``: train a model script, evaluate, sample and write the run folder; returns results."""
-    experiment = load_script(script)
+    """``dpm fit``: train a model script, evaluate, sample and write the run folder; returns results.
+
+    ``data`` is the user's data file for a script that trains on one (``models/tabular.py``,
+    ``models/binary.py``); its absolute path and SHA-256 go into run.json so that `load_run`
+    reloads the same examples.
+    """
+    experiment = load_script(script, data)
+    data_path = str(Path(data).resolve()) if data is not None else None
     T = num_steps if num_steps is not None else experiment.num_steps
     overrides = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
     config = dataclasses.replace(experiment.train, **overrides)
@@ -103,9 +123,12 @@ def fit_experiment(
     out = Path(out) if out is not None else Path("runs") / experiment.name
     out.mkdir(parents=True, exist_ok=True)
     diffusion, split = _build(experiment, T, seed)
-    spec = model_spec(experiment.name, diffusion, config)
+    data_sha256 = _sha256(data_path) if data_path is not None else None
+    spec = model_spec(experiment.name, diffusion, config, data_sha256)
     info = {
         "script": str(Path(script).resolve()),
+        "data": data_path,
+        "data_sha256": data_sha256,
         "name": experiment.name,
         "num_steps": T,
         "seed": seed,
@@ -154,6 +177,7 @@ def report(
         "num_heldout": n,
         "steps": steps,
         "train_seconds": float(history["seconds"]),
+        "skipped_steps": len(history.get("skipped_steps", [])),
         "num_steps_T": trained.num_steps,
         "data_scale": split.standardiser.scale,
     }
@@ -226,12 +250,25 @@ def load_run(run: str | Path) -> LoadedRun:
             f"{str(run)!r} is not a run folder (no {RUN_FILE}); create one with `dpm fit SCRIPT --out DIR`."
         )
     info = json.loads((run / RUN_FILE).read_text())
-    experiment = load_script(info["script"])
+    data, data_sha256 = info.get("data"), info.get("data_sha256")
+    if data is not None:
+        if not Path(data).is_file():
+            raise FileNotFoundError(
+                f"The data file {data!r} that {str(run)!r} was trained on is gone (moved or deleted). Put it back "
+                f"at that path, or edit `data` in {str(run / RUN_FILE)!r} to its new location."
+            )
+        if _sha256(data) != data_sha256:
+            raise checkpoint.CheckpointError(
+                f"The data file {data!r} changed since {str(run)!r} was trained on it (its SHA-256 differs from "
+                f"run.json's). Restore the original file, or train a new run on this one."
+            )
+    experiment = load_script(info["script"], data)
     diffusion, split = _build(experiment, info["num_steps"], info["seed"])
     config = TrainConfig(**info["train"])
     svi = make_svi(diffusion, config)
     like = svi.init(jax.random.key(0), jax.numpy.asarray(split.train[: config.batch_size]))
-    state, _ = checkpoint.load(run / CHECKPOINT, like, model_spec(experiment.name, diffusion, config))
+    spec = model_spec(experiment.name, diffusion, config, data_sha256)
+    state, _ = checkpoint.load(run / CHECKPOINT, like, spec)
     expected = Standardiser(np.asarray(info["standardiser"]["shift"], np.float32), info["standardiser"]["scale"])
     if not np.allclose(expected.scale, split.standardiser.scale):
         raise checkpoint.CheckpointError(f"The data of {str(run)!r} changed since training (standardiser differs).")

@@ -22,10 +22,31 @@ TINY = ["--steps", "40", "--T", "5", "--num-samples", "200", "--no-progress"]
 RESULT_KEYS = {"K_bits", "K_minus_Lnull_bits", "K_stderr_bits", "train_seconds", "steps"}
 
 
+def _gaussian_csv(path: Path) -> None:
+    """300 rows of correlated 3-D Gaussian data with a header line (models/tabular.py)."""
+    x = np.random.default_rng(0).multivariate_normal([1.0, -2.0, 0.5], [[1, 0.8, 0], [0.8, 1, 0], [0, 0, 4]], 300)
+    np.savetxt(path, x, delimiter=",", header="a,b,c", comments="")
+
+
+def _bits_npy(path: Path) -> None:
+    """300 rows of 8 correlated bits (models/binary.py)."""
+    rng = np.random.default_rng(0)
+    np.save(path, (rng.random((300, 1)) < 0.5) ^ (rng.random((300, 8)) < 0.1))
+
+
+# scripts trained on the user's own file get a generated one
+DATA_FILES = {"tabular": ("data.csv", _gaussian_csv), "binary": ("data.npy", _bits_npy)}
+
+
 @pytest.fixture(scope="module", params=SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def run_dir(request, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp(request.param.stem)
-    assert main(["fit", str(request.param), "--out", str(out), *TINY]) == 0
+    data = []
+    if request.param.stem in DATA_FILES:
+        name, write = DATA_FILES[request.param.stem]
+        write(out / name)
+        data = ["--data", str(out / name)]
+    assert main(["fit", str(request.param), "--out", str(out), *data, *TINY]) == 0
     return out
 
 
@@ -84,8 +105,11 @@ def test_trained_kernel_respects_entropy_bounds(run_dir):
 
 def test_resume_with_other_T_is_refused(run_dir, capsys):
     """Resuming a run with a different T names the spec field that differs."""
-    script = json.loads((run_dir / "run.json").read_text())["script"]
-    code = main(["fit", script, "--out", str(run_dir), "--steps", "80", "--T", "6", "--resume", "--no-progress"])
+    info = json.loads((run_dir / "run.json").read_text())
+    data = ["--data", info["data"]] if info.get("data") else []
+    code = main(
+        ["fit", info["script"], *data, "--out", str(run_dir), "--steps", "80", "--T", "6", "--resume", "--no-progress"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "num_steps" in err and "different model" in err
@@ -103,7 +127,7 @@ def test_script_declaring_nothing_is_a_clear_error(tmp_path, capsys):
     assert "declares no `experiment" in capsys.readouterr().err
 
 
-BAD_DATA_SCRIPT = '''
+BAD_DATA_SCRIPT = """
 import numpy as np
 import equinox as eqx
 from dpm_ppl.data import Dataset
@@ -122,7 +146,7 @@ class Bad(Dataset):
         return x, x
 
 experiment = Experiment("bad", Bad(), swiss.model, 5, TrainConfig(steps=2))
-'''
+"""
 
 
 @pytest.mark.parametrize("value", ["np.nan", "np.inf"])
