@@ -4,6 +4,13 @@
 loop fuses ``steps_per_call`` SVI updates into one jitted `lax.scan`. Minibatch indices come from
 ``fold_in(data_key, step)``, so an interrupted run resumed from its checkpoint draws exactly the
 batches and noise an uninterrupted run would have.
+
+Numerical guard: every step reports a status (the loss and every gradient finite, or which one
+is not) from inside the compiled loop. With ``on_nonfinite="stop"`` (default) the loop keeps the
+state from before the first bad step, and `fit` raises `NonFiniteError` naming the step and the
+term of the bound (or the parameter whose gradient) that went non-finite; no checkpoint is written
+from a non-finite state. With ``on_nonfinite="skip"`` such a step leaves the parameters and the
+optimiser unchanged and is counted in ``history["skipped_steps"]``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -30,10 +37,14 @@ from .bound import BoundTerms, DiffusionELBO, Estimator
 from .model import AbstractDiffusion
 
 
-__all__ = ["FitResult", "TrainConfig", "bound_terms", "fit", "make_svi"]
+__all__ = ["FitResult", "NonFiniteError", "TrainConfig", "bound_terms", "fit", "make_svi"]
 
 CHECKPOINT = "checkpoint.eqx"
 _EVAL_FLOATS = 2_000_000
+_ON_NONFINITE = ("stop", "skip")
+# per-step status from inside the compiled loop
+_OK, _BAD_LOSS, _BAD_GRAD = 0, 1, 2
+_TERMS = ("kl", "entropy_T", "entropy_1", "prior")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -47,6 +58,9 @@ class TrainConfig:
 
     The learning rate follows a cosine decay from ``learning_rate`` to ``final_learning_rate``
     after ``warmup`` linear steps; gradients are clipped to global norm ``grad_clip``.
+    ``on_nonfinite`` says what a step whose loss or gradient is not finite does: ``"stop"``
+    (raise `NonFiniteError`, keeping the last finite state) or ``"skip"`` (leave the parameters
+    unchanged and count the step in ``history["skipped_steps"]``).
     """
 
     steps: int = 20_000
@@ -60,6 +74,7 @@ class TrainConfig:
     eval_every: int = 5_000
     checkpoint_every: int = 5_000
     eval_size: int = 2_000
+    on_nonfinite: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "steps_per_call", "eval_every", "checkpoint_every", "eval_size"):
@@ -71,6 +86,8 @@ class TrainConfig:
         if self.warmup < 0:
             raise ValueError(f"`warmup` must be ≥ 0, got {self.warmup!r}.")
         DiffusionELBO(self.estimator)  # validates the estimator name
+        if self.on_nonfinite not in _ON_NONFINITE:
+            raise ValueError(f"`on_nonfinite` must be one of {_ON_NONFINITE}, got {self.on_nonfinite!r}.")
 
     def optimizer(self) -> optax.GradientTransformation:
         warmup = min(self.warmup, max(self.steps - 1, 0))
@@ -82,6 +99,23 @@ class TrainConfig:
             end_value=self.final_learning_rate,
         )
         return optax.chain(optax.clip_by_global_norm(self.grad_clip), optax.adam(schedule))
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite loss or gradient (``on_nonfinite="stop"``).
+
+    **Attributes:**
+
+    - `step`: the step (0-based) whose loss or gradient was not finite.
+    - `cause`: ``"loss"`` or ``"gradient"``.
+    - `terms`: the bound's terms that were not finite (of ``kl``, ``entropy_T``, ``entropy_1``,
+      ``prior``, ``other``), or the parameters whose gradient was not.
+    - `state`: the last finite SVI state, from before ``step``; `params` its parameters.
+    """
+
+    def __init__(self, message: str, *, step: int, cause: str, terms: list[str], state: SVIState, params: dict):
+        super().__init__(message)
+        self.step, self.cause, self.terms, self.state, self.params = step, cause, terms, state, params
 
 
 class FitResult(NamedTuple):
@@ -128,6 +162,76 @@ def bound_terms(
     return BoundTerms(*(jnp.concatenate(xs) for xs in zip(*parts)), dim=diffusion.dim)
 
 
+def _guarded_update(svi: SVI, state: SVIState, batch: Array) -> tuple[SVIState, Array, Array]:
+    """``svi.update`` that also returns a status: `_OK`, `_BAD_LOSS` or `_BAD_GRAD` (traced, no Python ``if``)."""
+    rng_key, rng_key_step = jax.random.split(state.rng_key)
+
+    def loss_fn(params):
+        return svi.loss.loss(rng_key_step, svi.constrain_fn(params), svi.model, svi.guide, batch, **svi.static_kwargs)
+
+    params = svi.optim.get_params(state.optim_state)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    status = jnp.where(jnp.isfinite(loss), jnp.where(grads_finite, _OK, _BAD_GRAD), _BAD_LOSS)
+    optim_state = svi.optim.update(grads, state.optim_state, value=loss)
+    return SVIState(optim_state, state.mutable_state, rng_key), loss, status
+
+
+def _non_finite_error(
+    svi: SVI,
+    config: TrainConfig,
+    state: SVIState,
+    step: int,
+    status: int,
+    idx: np.ndarray,
+    train: Array,
+    *,
+    saved: int | None,
+) -> NonFiniteError:
+    """Diagnose the bad step from the state before it: replay its loss term by term (same batch and
+    key), or find the parameters whose gradient is not finite."""
+    _, rng_key_step = jax.random.split(state.rng_key)
+    raw_params = svi.optim.get_params(state.optim_state)
+    batch = train[idx]
+    kept = f"training stopped at step {step} with the last finite parameters (`err.state`); " + (
+        f"the last checkpoint (step {saved}) is intact." if saved is not None else "no checkpoint was written."
+    )
+    fix = (
+        "Lower `learning_rate` or `grad_clip`, check the data for extreme values, or set "
+        'TrainConfig(on_nonfinite="skip") to skip such steps.'
+    )
+    if status == _BAD_LOSS:
+        terms, _, other = DiffusionELBO(config.estimator).terms(
+            rng_key_step, svi.constrain_fn(raw_params), svi.model, svi.guide, batch
+        )
+        bad = [name for name in _TERMS if not np.all(np.isfinite(np.asarray(getattr(terms, name))))]
+        parts = []
+        for name in bad:
+            j = int(np.flatnonzero(~np.isfinite(np.asarray(getattr(terms, name))))[0])
+            parts.append(f"`{name}` (first at training example {int(idx[j])})")
+        if not np.isfinite(np.asarray(other)):
+            bad.append("other")
+            parts.append("`other` (the model's and guide's other sites)")
+        where = ", ".join(parts) if parts else "its sum"
+        message = f"The bound became non-finite at step {step}: term {where} of K; {kept} {fix}"
+        cause = "loss"
+    else:
+        grads = jax.grad(
+            lambda p: svi.loss.loss(rng_key_step, svi.constrain_fn(p), svi.model, svi.guide, batch, **svi.static_kwargs)
+        )(raw_params)
+        bad = [
+            jax.tree_util.keystr(path)
+            for path, g in jax.tree_util.tree_leaves_with_path(grads)
+            if not np.all(np.isfinite(np.asarray(g)))
+        ]
+        message = (
+            f"The gradient became non-finite at step {step} (the bound itself was finite), in the parameters "
+            f"{', '.join(bad)}; {kept} {fix}"
+        )
+        cause = "gradient"
+    return NonFiniteError(message, step=step, cause=cause, terms=bad, state=state, params=svi.get_params(state))
+
+
 def _summary(terms: BoundTerms) -> dict[str, float]:
     bits = terms.bits()
     n = bits["K"].shape[0]
@@ -156,8 +260,9 @@ def fit(
 
     With ``out_dir`` a checkpoint (SVI state + history) is written atomically every
     ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it.
-    Raises `FloatingPointError` naming the step when the bound becomes non-finite; the last
-    good checkpoint is left untouched.
+    A step whose loss or gradient is not finite either stops training with `NonFiniteError` (a
+    `FloatingPointError` naming the step and the bound's term or the parameter, holding the last
+    finite state; the last checkpoint is left untouched) or is skipped (``config.on_nonfinite``).
     """
     # data at the door: shape, finiteness and the family's support (binary data must be 0 or 1)
     train = jnp.asarray(diffusion.family.check_data(train, diffusion.event_shape, "train data"))
@@ -167,7 +272,9 @@ def fit(
     svi = make_svi(diffusion, config)
     init_key, data_key, eval_key = jax.random.split(key, 3)
     state = svi.init(init_key, train[:batch])
-    history: dict[str, list] = {"step": [], "loss_bits": [], "eval_step": [], "eval_K_bits": [], "seconds": 0.0}
+    history: dict[str, Any] = {
+        "step": [], "loss_bits": [], "eval_step": [], "eval_K_bits": [], "skipped_steps": [], "seconds": 0.0,
+    }  # fmt: skip
     start = 0
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     spec = spec or {}
@@ -178,24 +285,43 @@ def fit(
             raise FileNotFoundError(f"`--resume` was given but there is no checkpoint at {str(ckpt_path)!r}.")
         state, header = checkpoint.load(ckpt_path, state, spec)
         history = header["meta"]["history"]
+        history.setdefault("skipped_steps", [])
         start = int(header["meta"]["step"])
 
-    def chunk(state, first_step, n):
-        def body(state, i):
-            idx = jax.random.randint(jax.random.fold_in(data_key, first_step + i), (batch,), 0, num_train)
-            return svi.update(state, train[idx])
+    def batch_indices(step):
+        return jax.random.randint(jax.random.fold_in(data_key, step), (batch,), 0, num_train)
 
-        return jax.lax.scan(body, state, jnp.arange(n))
+    skip = config.on_nonfinite == "skip"
+
+    def chunk(state, first_step, n):
+        def body(carry, i):
+            state, stopped = carry
+            new_state, loss, status = _guarded_update(svi, state, train[batch_indices(first_step + i)])
+            if skip:  # a bad step changes nothing but the PRNG key
+                accept = status == _OK
+                kept = state._replace(rng_key=new_state.rng_key)
+            else:  # freeze at the state before the first bad step
+                accept = (status == _OK) & ~stopped
+                kept = state
+            state = jax.lax.cond(accept, lambda: new_state, lambda: kept)
+            return (state, stopped | (status != _OK)), (loss, status)
+
+        (state, _), out = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(n))
+        return state, out
 
     chunk = jax.jit(chunk, static_argnums=2)
     test_eval = np.asarray(test[: config.eval_size])
     bits_per_loss = 1.0 / (batch * math.log(2.0))
 
+    last_saved = start if resume else None
+
     def save(step: int) -> None:
+        nonlocal last_saved
         if ckpt_path is None:
             return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save(ckpt_path, state, spec, {"step": step, "history": history})
+        last_saved = step
         if on_checkpoint is not None:
             on_checkpoint(step)
 
@@ -210,18 +336,21 @@ def fit(
             config.eval_every - step % config.eval_every,
             config.checkpoint_every - step % config.checkpoint_every,
         )
-        new_state, losses = chunk(state, step, n)
-        losses = np.asarray(losses)
-        if not np.all(np.isfinite(losses)):
-            bad = step + int(np.flatnonzero(~np.isfinite(losses))[0])
+        new_state, (losses, status) = chunk(state, step, n)
+        losses, status = np.asarray(losses), np.asarray(status)
+        bad = np.flatnonzero(status != _OK)
+        if bad.size and not skip:
             bar.close()
-            raise FloatingPointError(
-                f"The bound became non-finite at step {bad}; the last good checkpoint is kept. "
-                "Lower `learning_rate` or `grad_clip`, or check the data for extreme values."
-            )
+            bad_step = step + int(bad[0])
+            raise _non_finite_error(
+                svi, config, new_state, bad_step, int(status[bad[0]]), np.asarray(batch_indices(bad_step)), train,
+                saved=last_saved,
+            )  # fmt: skip
+        history["skipped_steps"].extend(step + int(j) for j in bad)
         state, step = new_state, step + n
+        good = np.delete(losses, bad)
         history["step"].append(step)
-        history["loss_bits"].append(float(losses.mean() * bits_per_loss))
+        history["loss_bits"].append(float(good.mean() * bits_per_loss) if good.size else math.nan)
         bar.update(n)
         bar.set_postfix(K_bits=f"{-history['loss_bits'][-1]:.3f}")
         if step % config.eval_every == 0 or step == config.steps:

@@ -1,14 +1,17 @@
 """Training by SVI on K: configuration checks, learning on correlated Gaussian data, exact resume."""
 
+import dataclasses
 import math
 import shutil
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import N_SE, mean_se
 
-from dpm_ppl import nn, train
+from dpm_ppl import checkpoint, nn, train
 from dpm_ppl.data import Standardiser
 from dpm_ppl.kernels import IsotropicOracle
 from dpm_ppl.model import GaussianDiffusion
@@ -119,7 +122,6 @@ def test_short_fit_beats_the_null_model(uninterrupted):
 def test_checkpoints_written_and_rotated(uninterrupted):
     """Checkpoints at steps 100, 200, 300; the file holds step 300 and `.prev` step 200."""
     _, seen, run_dir, _, _ = uninterrupted
-    from dpm_ppl import checkpoint
 
     assert seen == [100, 200, 300]
     header, _ = checkpoint.read_header(run_dir / train.CHECKPOINT)
@@ -183,3 +185,93 @@ def test_checkpoint_every_is_honoured(tmp_path):
     train.fit(cheap_diffusion(), train_x, test_x, cfg, jax.random.key(0), out_dir=tmp_path, progress=False,
               on_checkpoint=seen.append)  # fmt: skip
     assert seen == [3, 4]
+
+
+# -- numerical guards: a non-finite loss or gradient stops training or skips the step -------------
+
+
+def _poisoned(n_bad=2):
+    """200 standardised training rows of which the first ``n_bad`` are 1e20 (finite in float32, but
+    their square overflows: the prior term of K becomes infinite on any batch that draws one)."""
+    train_x, test_x = correlated_gaussian(200, 50)
+    train_x = train_x.copy()
+    train_x[:n_bad] = 1e20
+    return train_x, test_x
+
+
+GUARD = TrainConfig(steps=40, batch_size=8, learning_rate=1e-2, warmup=0, steps_per_call=4, checkpoint_every=4,
+                    eval_every=40, eval_size=50)  # fmt: skip
+
+
+def _leaves(tree):
+    """Every leaf as a numpy array (typed PRNG keys as their key data)."""
+    unkey = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    return [np.asarray(unkey(x)) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_non_finite_loss_stops_or_skips(tmp_path):
+    """on_nonfinite="stop": NonFiniteError names the step and the bound's term (`prior`) and holds the
+    state from just before that step, every leaf finite; the checkpoint on disk is intact and from no
+    later than the bad step. on_nonfinite="skip" on the same run: the bad steps are skipped and counted,
+    the first being the step "stop" stopped at, where the whole SVI state (parameters, optimiser
+    moments, PRNG key) is bit-identical to the one "stop" kept; training ends with finite parameters and
+    a finite held-out K."""
+    train_x, test_x = _poisoned()
+    with pytest.raises(train.NonFiniteError, match=r"The bound became non-finite at step \d+: term .*`prior`") as info:
+        train.fit(cheap_diffusion(), train_x, test_x, GUARD, jax.random.key(6), out_dir=tmp_path / "stop",
+                  progress=False)  # fmt: skip
+    err = info.value
+    s = err.step
+    assert s > GUARD.steps_per_call and s % GUARD.steps_per_call != 0, s  # inside a later chunk (key chosen for it)
+    assert err.cause == "loss" and "prior" in err.terms and f"step {s}" in str(err)
+    assert all(np.all(np.isfinite(x)) for x in _leaves(err.state))
+    header, _ = checkpoint.read_header(tmp_path / "stop" / train.CHECKPOINT)  # verified: not truncated or corrupt
+    assert header["meta"]["step"] == (s // GUARD.steps_per_call) * GUARD.steps_per_call
+
+    skip = dataclasses.replace(GUARD, on_nonfinite="skip", checkpoint_every=s)  # a checkpoint at step s
+    at_s = tmp_path / "at_s.eqx"
+
+    def keep(step):
+        if step == s:
+            shutil.copy(tmp_path / "skip" / train.CHECKPOINT, at_s)
+
+    result = train.fit(cheap_diffusion(), train_x, test_x, skip, jax.random.key(6), out_dir=tmp_path / "skip",
+                       progress=False, on_checkpoint=keep)  # fmt: skip
+    skipped = result.history["skipped_steps"]
+    assert skipped[0] == s and len(skipped) < skip.steps and skipped == sorted(set(skipped))
+    state, _ = checkpoint.load(at_s, err.state)
+    for a, b in zip(_leaves(err.state), _leaves(state)):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.all(np.isfinite(x)) for x in _leaves(result.params))
+    assert np.isfinite(result.history["loss_bits"]).all() and np.isfinite(result.history["eval_K_bits"]).all()
+
+
+class SqrtNet(eqx.Module):
+    """A 'network' whose output is 0·√w·x at w = 0: the bound is finite but d/dw = 0·∞ = NaN."""
+
+    w: jax.Array
+
+    def __call__(self, x, t):
+        del t
+        z = 0.0 * jnp.sqrt(self.w) * x
+        return z, z
+
+
+def test_non_finite_gradient_stops_or_skips():
+    """A NaN gradient under a finite bound is caught too: "stop" names the step and the parameter
+    (`w`); "skip" skips every step, leaving the parameter where it started."""
+    train_x, test_x = correlated_gaussian(200, 50)
+    diffusion = GaussianDiffusion((2,), INIT_SCHEDULE, network=SqrtNet(jnp.zeros(())))
+    cfg = TrainConfig(steps=3, batch_size=8, steps_per_call=3, eval_every=3, checkpoint_every=3, eval_size=20)
+    with pytest.raises(train.NonFiniteError, match=r"gradient became non-finite at step 0 .*\.w") as info:
+        train.fit(diffusion, train_x, test_x, cfg, jax.random.key(0), progress=False)
+    assert info.value.cause == "gradient"
+    result = train.fit(diffusion, train_x, test_x, dataclasses.replace(cfg, on_nonfinite="skip"), jax.random.key(0),
+                       progress=False)  # fmt: skip
+    assert result.history["skipped_steps"] == [0, 1, 2]
+    assert float(result.params["network$params"].w) == 0.0
+
+
+def test_on_nonfinite_validated():
+    with pytest.raises(ValueError, match=r"`on_nonfinite` must be one of \('stop', 'skip'\), got 'ignore'"):
+        TrainConfig(on_nonfinite="ignore")
