@@ -30,7 +30,7 @@ from dpm_ppl.sample import sample
 from dpm_ppl.schedules import HarmonicSchedule
 
 
-PROPERTY = settings(max_examples=50, deadline=None, derandomize=True)
+PROPERTY = settings(max_examples=50, deadline=None, derandomize=True, database=None)  # no example database
 D = 3  # coordinates per example (a fixed shape: one compilation per schedule length)
 N_MC = 20_000  # Monte-Carlo draws per entropy check
 N_SE = 5.0
