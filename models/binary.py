@@ -18,6 +18,7 @@ script to change any default.
 """
 
 import jax
+import numpy as np
 
 import dpm_ppl as dpm
 from dpm_ppl.data import FileData, check_binary
@@ -35,7 +36,7 @@ def experiment(data_path: str) -> Experiment:
         )
     x = check_binary(data.array(), f"data file {data_path!r}")
     (dim,) = data.event_shape
-    base_rate = float((x.sum() + 1.0) / (x.size + 2.0))
+    base_rate = (float(x.sum(dtype=np.float64)) + 1.0) / (x.size + 2.0)
     width = min(1024, max(64, 4 * dim))
     steps = min(200_000, 20_000 + 1_000 * dim)
 
