@@ -1,4 +1,4 @@
-"""The ``dpm`` command: ``dpm fit SCRIPT`` and ``dpm sample RUN``."""
+"""The ``dpm`` command: ``dpm fit SCRIPT``, ``dpm sample RUN``, ``dpm evaluate RUN``, ``dpm query SCRIPT --run RUN``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,22 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _query(args: argparse.Namespace) -> None:
+    from .query_script import run_query
+
+    run_query(
+        args.script,
+        args.run,
+        args.out,
+        method=args.method,
+        num_data=args.num_data,
+        seed=args.seed,
+        progress=not args.no_progress,
+        num_particles=args.num_particles,
+        num_chains=args.num_chains,
+    )
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -107,6 +123,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="where to write evaluation.json, likelihood.nc, khat.png (default: the run folder)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_evaluate)
+
+    q = sub.add_parser("query", help="sample a posterior p(x⁰)·r(x⁰) of a query script on a trained run")
+    q.add_argument("script", help="a query script, e.g. inference/denoise_swiss_roll.py")
+    q.add_argument("--run", required=True, help="a run folder written by `dpm fit`")
+    q.add_argument("--out", help="where to write query.json, posterior.nc and figures (default RUN/query_NAME)")
+    q.add_argument("--method", choices=("perturbed", "smc", "nuts"), help="the sampler (default: the script's)")
+    q.add_argument("--num-data", type=_positive, help="how many data to query (default: the script's)")
+    q.add_argument("--num-particles", type=_positive, help="particles per run and datum (perturbed, smc)")
+    q.add_argument("--num-chains", type=_positive, help="independent runs (perturbed, smc) or NUTS chains")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_query)
     return p
 
 

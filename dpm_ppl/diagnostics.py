@@ -22,7 +22,16 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 
-__all__ = ["fit_datatree", "plot_betas", "plot_loss", "plot_samples", "plot_sequences", "plot_trajectories"]
+__all__ = [
+    "fit_datatree",
+    "plot_betas",
+    "plot_ess",
+    "plot_loss",
+    "plot_posterior",
+    "plot_samples",
+    "plot_sequences",
+    "plot_trajectories",
+]
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -147,6 +156,76 @@ def plot_betas(betas: np.ndarray, path: str | Path, initial: np.ndarray | None =
     ax.semilogy(t, betas, label="trained")
     ax.set_xlabel("t")
     ax.set_ylabel(r"$\beta_t$")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_posterior(observed, draws: np.ndarray, background: np.ndarray, path: str | Path, shown: int = 6) -> None:
+    """A posterior query's answer: observations, hidden truth and posterior draws.
+
+    ``observed`` is a `dpm_ppl.query_script.Observed` (its ``observations["y"]``, ``["mask"]`` and
+    ``truth`` are drawn when present); ``draws`` has shape (chain, draw, datum, *event). 2-D data: the
+    model's data in grey, each observation linked to its posterior mean, and the draws of a few data;
+    binary sequences: rasters of truth, observation (grey = unobserved), posterior mean and one draw.
+    """
+    flat = draws.reshape((-1,) + draws.shape[2:])
+    flat = flat.reshape(flat.shape[:2] + (-1,))  # (draws, datum, dim)
+    y = observed.observations.get("y")
+    y = None if y is None else _flat(np.asarray(y))
+    truth = None if observed.truth is None else _flat(observed.truth)
+    if _is_binary(flat):
+        mask = observed.observations.get("mask")
+        shown_y = y if mask is None else np.where(np.broadcast_to(np.asarray(mask), y.shape), y, 0.5)
+        panels = [
+            ("truth", truth),
+            ("observed (grey: unknown)", shown_y),
+            ("posterior mean", flat.mean(0)),
+            ("one posterior draw", flat[0]),
+        ]
+        panels = [(t, a) for t, a in panels if a is not None]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 5), sharey=True)
+        for ax, (title, a) in zip(axes, panels):
+            _raster(ax, a, title, 50)
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+        mean = flat.mean(0)
+        for ax in axes:
+            bg = _flat(background)
+            ax.scatter(bg[:, 0], bg[:, 1], s=1, color="0.8", label="data")
+            ax.set_aspect("equal")
+        if y is not None:
+            for a, b in zip(y, mean):
+                axes[0].plot([a[0], b[0]], [a[1], b[1]], color="0.5", lw=0.5)
+            axes[0].scatter(y[:, 0], y[:, 1], s=10, marker="x", color="tab:red", label="observation")
+        if truth is not None:
+            axes[0].scatter(truth[:, 0], truth[:, 1], s=8, color="tab:green", label="truth")
+        axes[0].scatter(mean[:, 0], mean[:, 1], s=8, color="tab:blue", label="posterior mean")
+        axes[0].legend(loc="upper right", fontsize=7)
+        axes[0].set_title("observations pulled to their posterior means")
+        for i in range(min(shown, flat.shape[1])):
+            color = f"C{i}"
+            axes[1].scatter(flat[:300, i, 0], flat[:300, i, 1], s=2, alpha=0.5, color=color)
+            if y is not None:
+                axes[1].scatter(y[i, 0], y[i, 1], s=40, marker="x", color=color)
+        axes[1].set_title(f"posterior draws of {min(shown, flat.shape[1])} data (x: observation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ess(tree: xr.DataTree, path: str | Path) -> None:
+    """SMC's effective sample size at each step of the reverse chain (median and range over runs and data)."""
+    ess = tree["sample_stats"]["ess"]
+    step = ess["step"].values
+    values = ess.values.reshape(ess.shape[0], ess.shape[1], -1).transpose(1, 0, 2).reshape(len(step), -1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.fill_between(step, values.min(1), values.max(1), alpha=0.3, label="range over runs and data")
+    ax.plot(step, np.median(values, 1), label="median")
+    ax.set_xlabel("t (the state x^t produced)")
+    ax.set_ylabel("ESS")
+    ax.invert_xaxis()
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
