@@ -88,7 +88,10 @@ class Standardiser:
         shift = x.mean(axis=0)
         scale = float(np.sqrt(np.mean((x - shift) ** 2)))
         if not scale > 0:
-            raise ValueError("The training data are constant: a unit-variance scale cannot be computed.")
+            raise ValueError(
+                "The training data are constant (every example is the same): a unit-variance scale cannot be "
+                "computed. Check that the file holds the examples you meant to train on."
+            )
         return cls(shift=shift, scale=scale)
 
     @classmethod
