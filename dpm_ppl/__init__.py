@@ -30,6 +30,8 @@ from .likelihood import log_likelihood as log_likelihood
 from .model import AbstractDiffusion as AbstractDiffusion
 from .model import BinomialDiffusion as BinomialDiffusion
 from .model import GaussianDiffusion as GaussianDiffusion
+from .posterior import posterior as posterior
+from .query import observe_exactly as observe_exactly
 from .sample import sample as sample
 from .schedules import (
     ArraySchedule as ArraySchedule,

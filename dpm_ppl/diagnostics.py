@@ -28,6 +28,7 @@ __all__ = [
     "plot_ess",
     "plot_loss",
     "plot_posterior",
+    "plot_rank",
     "plot_samples",
     "plot_sequences",
     "plot_trajectories",
@@ -230,3 +231,14 @@ def plot_ess(tree: xr.DataTree, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_rank(tree: xr.DataTree, path: str | Path, num_data: int = 3) -> None:
+    """Rank plots of x⁰ for the first data across MCMC chains (`arviz_plots.plot_rank`): flat when mixed."""
+    import arviz_plots
+
+    sub = tree["posterior"].dataset[["x0"]].isel(datum=slice(0, num_data))
+    sub = sub.assign_coords({d: np.arange(n) for d, n in sub.sizes.items() if d not in sub.coords})
+    pc = arviz_plots.plot_rank(xr.DataTree.from_dict({"posterior": sub}), var_names=["x0"])
+    pc.savefig(path)
+    plt.close("all")

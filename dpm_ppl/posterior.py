@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import arviz_stats as azs
@@ -230,7 +231,7 @@ def _nuts_tree(log_r, samples, diverging, observations):
 
 def posterior(
     query: QueryModel,
-    model: AbstractDiffusion,
+    model: AbstractDiffusion | str | Path,
     observations: dict,
     *,
     key: PRNGKeyArray,
@@ -249,7 +250,8 @@ def posterior(
     **Arguments:**
 
     - `query`: a NumPyro model that calls ``model.prior((B,))`` and observes the x⁰ it returns.
-    - `model`: a trained (`bind`, e.g. ``dpm_ppl.run.load_run(dir).diffusion``) or fixed-kernel model.
+    - `model`: a trained model — a run folder written by ``dpm fit``, or a `bind`-frozen or
+      fixed-kernel diffusion.
     - `observations`: the query's keyword arguments (observed data).
     - `key`: the PRNG key.
     - `method`: ``"perturbed"``, ``"smc"`` or ``"nuts"`` (module docstring).
@@ -265,6 +267,10 @@ def posterior(
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if isinstance(model, (str, Path)):
+        from .run import load_run
+
+        model = load_run(model).diffusion
     if not isinstance(model, AbstractDiffusion):
         raise TypeError(f"`model` must be a dpm_ppl diffusion model, got {type(model).__name__}.")
     if model.trainable and model.kernel is None:

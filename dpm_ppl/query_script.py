@@ -10,6 +10,7 @@ its `arviz_stats.summary` and writes into the output folder:
     posterior.nc   the ArviZ DataTree (posterior, sample_stats, observed_data)
     posterior.png  the observations, the hidden truth and the posterior draws
     ess.png        SMC: the effective sample size along the reverse chain (perturbed: of its weights)
+    rank.png       NUTS: rank plots of the first data's x⁰ across chains (arviz-plots)
 
 Queries live in the model's units (standardised data for Gaussian models: `LoadedRun.split`).
 """
@@ -135,7 +136,9 @@ def run_query(
         report["score"] = {k: float(v) for k, v in query.score(loaded, observed, result.x0).items()}
     result.tree.to_netcdf(out / "posterior.nc", engine="h5netcdf")
     diagnostics.plot_posterior(observed, result.x0, loaded.split.test, out / "posterior.png")
-    if result.method != "nuts":
+    if result.method == "nuts":
+        diagnostics.plot_rank(result.tree, out / "rank.png")
+    else:
         diagnostics.plot_ess(result.tree, out / "ess.png")
     _write_json(out / "query.json", report)
     _print(report, result)
