@@ -150,6 +150,7 @@ def _print(report: dict, result: Posterior) -> None:
     if report["log_Z"] is not None:
         lz, se = np.asarray(report["log_Z"]), np.asarray(report["log_Z_stderr"])
         print(f"  log Z = log E_p[r(x⁰)]: mean over data {lz.mean():.3f} nats (median stderr {np.median(se):.3f})")
+
     def fmt(x):
         return "—" if x is None else f"{x:.3f}"
 
