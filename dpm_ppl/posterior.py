@@ -56,6 +56,7 @@ class Posterior(NamedTuple):
     - `khat`: the largest PSIS k̂ of the final importance weights (SMC/perturbed), or None.
     - `rhat_max`: the largest R-hat of x⁰ (NUTS; SMC over independent runs), or None.
     - `seconds`: wall time of sampling (compilation included).
+    - `khat_all`: PSIS k̂ per run and datum (SMC/perturbed), or None.
     """
 
     method: str
@@ -66,6 +67,7 @@ class Posterior(NamedTuple):
     khat: float | None
     rhat_max: float | None
     seconds: float
+    khat_all: np.ndarray | None = None
 
     @property
     def x0(self) -> np.ndarray:
@@ -89,6 +91,7 @@ class Posterior(NamedTuple):
             "log_Z_total": None if self.log_Z is None else float(np.sum(self.log_Z)),
             "ess_min": float(self.ess_min),
             "khat": num(self.khat),
+            "khat_frac_over_0p7": None if self.khat_all is None else float(np.mean(self.khat_all > 0.7)),
             "rhat_max": num(self.rhat_max),
             "seconds": self.seconds,
         }
@@ -308,4 +311,8 @@ def posterior(
     log_Z, log_Z_se = _log_mean_exp(np.asarray(outs.log_Z, np.float64), axis=0)
     khat = psis_khat(np.moveaxis(np.asarray(outs.log_weights), 1, -1))  # (chain, datum)
     rhat = _rhat_max(tree) if num_chains > 1 else None
-    return Posterior(method, tree, log_Z, log_Z_se, float(np.min(outs.ess)), float(np.max(khat)), rhat, seconds)
+    return Posterior(method, tree, log_Z, log_Z_se, float(np.min(outs.ess)), _nanmax(khat), rhat, seconds, khat)
+
+
+def _nanmax(x: np.ndarray) -> float | None:
+    return float(np.nanmax(x)) if np.isfinite(x).any() else None

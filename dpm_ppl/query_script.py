@@ -5,7 +5,8 @@ example, noisy copies of held-out data), the default sampler, and optionally a s
 against the truth it hid. ``dpm query SCRIPT --run RUN`` (`run_query`) samples the posterior, prints
 its `arviz_stats.summary` and writes into the output folder:
 
-    query.json     method, log_Z (per datum, nats) and log_Z_stderr, ess_min, khat, rhat_max, seconds,
+    query.json     method, log_Z (per datum, nats) and log_Z_stderr, ess_min, khat (max), khat_frac_over_0p7,
+                   rhat_max, seconds,
                    and the script's scores
     posterior.nc   the ArviZ DataTree (posterior, sample_stats, observed_data)
     posterior.png  the observations, the hidden truth and the posterior draws
@@ -154,7 +155,11 @@ def _print(report: dict, result: Posterior) -> None:
     def fmt(x):
         return "—" if x is None else f"{x:.3f}"
 
-    print(f"  ESS min {report['ess_min']:.1f}   PSIS k̂ {fmt(report['khat'])}   R-hat max {fmt(report['rhat_max'])}")
+    print(
+        f"  ESS min {report['ess_min']:.1f}   PSIS k̂ max {fmt(report['khat'])} "
+        f"(> 0.7 for a fraction {fmt(report['khat_frac_over_0p7'])} of runs × data)   "
+        f"R-hat max {fmt(report['rhat_max'])}"
+    )
     if result.method == "perturbed" and report["khat"] is not None and report["khat"] > 0.7:
         print("  k̂ > 0.7: the perturbed sampler is biased here; use --method smc.")
     for name, value in report.get("score", {}).items():
