@@ -26,6 +26,7 @@ __all__ = [
     "fit_datatree",
     "plot_betas",
     "plot_ess",
+    "plot_images",
     "plot_loss",
     "plot_posterior",
     "plot_rank",
@@ -97,9 +98,49 @@ def plot_sequences(data: np.ndarray, samples: np.ndarray, path: str | Path, rows
     plt.close(fig)
 
 
+def _is_image(x: np.ndarray) -> bool:
+    """Images: examples of event shape (H, W) or (C, H, W) with C ∈ {1, 3} (`dpm_ppl.images`)."""
+    x = np.asarray(x)
+    return x.ndim == 3 or (x.ndim == 4 and x.shape[1] in (1, 3))
+
+
+def _grid(x: np.ndarray, lo: float, hi: float, cols: int = 8, rows: int = 8) -> np.ndarray:
+    """The first rows × cols images tiled into one (H', W') or (H', W', 3) array in [0, 1], 1-pixel gaps."""
+    x = np.asarray(x)[: rows * cols]
+    if x.ndim == 4:  # (n, C, H, W) -> (n, H, W, C)
+        x = np.moveaxis(x, 1, -1)
+        x = x[..., 0] if x.shape[-1] == 1 else x
+    x = np.clip((x - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    n, h, w = x.shape[:3]
+    rows = -(-n // cols)
+    out = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1) + x.shape[3:])
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = x[i]
+    return out
+
+
+def plot_images(data: np.ndarray, samples: np.ndarray, path: str | Path, cols: int = 8) -> None:
+    """Images as grids: held-out data beside model samples (64 of each), on the data's grey scale
+    (its 0.5–99.5% range, shared by both panels; samples outside it are clipped)."""
+    lo, hi = np.percentile(np.asarray(data), [0.5, 99.5])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, x, title in ((axes[0], data, "held-out data"), (axes[1], samples, "model samples")):
+        grid = _grid(x, lo, hi, cols)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> None:
-    """Samples from the model beside held-out data: binary data as rasters (`plot_sequences`),
-    otherwise a scatter of the first two dims."""
+    """Samples from the model beside held-out data: images as grids (`plot_images`), binary data as
+    rasters (`plot_sequences`), otherwise a scatter of the first two dims."""
+    if _is_image(data) and _is_image(samples):
+        plot_images(data, samples, path)
+        return
     if _is_binary(data, samples):
         plot_sequences(data, samples, path)
         return
@@ -119,6 +160,19 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
     """
     T = forward.shape[0] - 1
     ts = [0, T // 2, T]
+    if _is_image(forward[0]):  # a grid of 8 images per panel
+        lo, hi = np.percentile(forward[0], [0.5, 99.5])
+        fig, axes = plt.subplots(2, 3, figsize=(10, 4))
+        for j, t in enumerate(ts):
+            for i, (x, name) in enumerate(((forward, "forward $q"), (reverse, "reverse $p"))):
+                grid = _grid(x[t], lo, hi, cols=8, rows=1)
+                axes[i, j].imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+                axes[i, j].set_title(f"{name}(x^{{{t}}})$")
+                axes[i, j].axis("off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
     binary = _is_binary(forward, reverse)
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.5), sharex=True, sharey=True)
     for j, t in enumerate(ts):
