@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import binomial as binomial
 from . import gaussian as gaussian
+from . import images as images
 from . import nn as nn
 from . import schedules as schedules
 from .bound import BoundTerms as BoundTerms
@@ -14,6 +15,7 @@ from .chains import ReverseChain as ReverseChain
 from .family import AbstractFamily as AbstractFamily
 from .family import BinomialFamily as BinomialFamily
 from .family import GaussianFamily as GaussianFamily
+from .image_net import ImageNet as ImageNet
 from .kernels import BernoulliOracle as BernoulliOracle
 from .kernels import BinomialReverse as BinomialReverse
 from .kernels import (
