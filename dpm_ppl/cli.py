@@ -42,7 +42,8 @@ def _sample(args: argparse.Namespace) -> None:
     if drawn.trajectory is not None:
         arrays["trajectory"] = np.asarray(drawn.trajectory)
     np.savez(out / "samples.npz", **arrays)
-    diagnostics.plot_samples(run.split.test[: args.num_samples], x0, out / "samples.png")
+    raw = run.split.standardiser.inverse  # figures in data units
+    diagnostics.plot_samples(raw(run.split.test[: args.num_samples]), arrays["x0_data_units"], out / "samples.png")
     print(f"wrote {args.num_samples} samples to {out / 'samples.npz'} and {out / 'samples.png'}")
     for name, value in run.experiment.data.sample_summary(arrays["x0_data_units"]).items():
         print(f"  {name}: {value:.4f}")

@@ -13,7 +13,7 @@
   odds of bit i are taken at the kernel's mode with the other bits held there: exact for
   factorised r.
 
-A delta on coordinates (`dpm_ppl.query.observe_exactly`) enters as a Gaussian or Bernoulli factor
+A delta on coordinates (`dpm_ppl.query.observe_exactly`) enters as the factor q(xᵗ_S|x⁰_S = y_S)/π(xᵗ_S)
 on those coordinates (`twist_*`), multiplied exactly.
 """
 
@@ -67,14 +67,18 @@ def perturb_binomial(logit: Array, log_r: LogR) -> Array:
 
 
 def twist_gaussian(params: tuple[Array, Array], mask: Array, y: Array, t: Array, betas: Array) -> tuple[Array, Array]:
-    """Multiply by q(xᵗ_S | x⁰_S = y_S) = N(√ᾱ_t·y, 1 − ᾱ_t) on the masked coordinates, exactly."""
+    """Multiply by q(xᵗ_S | x⁰_S = y_S) / π(xᵗ_S) on the masked coordinates, exactly.
+
+    q(xᵗ|y) = N(√ᾱ_t·y, 1 − ᾱ_t) over π = N(0, 1) is Gaussian in xᵗ with precision ᾱ_t/(1 − ᾱ_t) ≥ 0:
+    flat at t = T, where xᵗ carries no information about y, and sharpening towards t = 1.
+    """
     mean, var = params
     m, v = gaussian.marginal(y, t, betas)
-    precision = 1.0 / var + jnp.where(mask, 1.0 / v, 0.0)
+    precision = 1.0 / var + jnp.where(mask, 1.0 / v - 1.0, 0.0)
     return (mean / var + jnp.where(mask, m / v, 0.0)) / precision, 1.0 / precision
 
 
 def twist_binomial(logit: Array, mask: Array, y: Array, t: Array, betas: Array, p: float) -> Array:
-    """Multiply by q(xᵗ_S | x⁰_S = y_S) (Bernoulli) on the masked coordinates, exactly."""
+    """Multiply by q(xᵗ_S | x⁰_S = y_S) / π(xᵗ_S) (Bernoulli odds) on the masked coordinates, exactly."""
     rate, one_minus = binomial.marginal(y, t, betas, p)
-    return logit + jnp.where(mask, binomial.rate_logit(rate, one_minus), 0.0)
+    return logit + jnp.where(mask, binomial.rate_logit(rate, one_minus) - binomial.rate_logit(p, 1.0 - p), 0.0)

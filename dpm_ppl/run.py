@@ -172,6 +172,8 @@ def report(
     results = {
         "K_bits": float(bits["K"].mean()),
         "K_minus_Lnull_bits": float(bits["K_minus_Lnull"].mean()),
+        "K_bits_per_dim": float(bits["K"].mean()) / trained.dim,
+        "K_minus_Lnull_bits_per_dim": float(bits["K_minus_Lnull"].mean()) / trained.dim,
         "K_stderr_bits": float(bits["K"].std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
         "L_null_bits": float(bits["log_null"].mean()),
         "num_heldout": n,
@@ -200,14 +202,15 @@ def report(
     results.update(experiment.data.sample_summary(split.standardiser.inverse(samples)))
     _write_json(out / RESULTS_FILE, results)
     diagnostics.fit_datatree(samples, split.test, bits, history, betas).to_netcdf(out / "fit.nc", engine="h5netcdf")
-    diagnostics.plot_samples(split.test[:num_samples], samples, out / "samples.png")
+    raw = split.standardiser.inverse  # figures in data units (images: pixel intensities)
+    diagnostics.plot_samples(raw(split.test[:num_samples]), raw(samples), out / "samples.png")
     m = min(1_000, num_samples, len(split.test))
     x0 = split.test[:m]
     chain = ForwardChain(jax.numpy.asarray(x0), trained.betas(), trained.event_ndim, family=trained.family)
     fwd = np.asarray(chain.sample(jax.random.fold_in(key, 4)))
     forward = np.concatenate([x0[None], np.moveaxis(fwd, 1, 0)])
     reverse = np.concatenate([samples[None, :m], np.moveaxis(np.asarray(drawn.trajectory[:m]), 1, 0)])
-    diagnostics.plot_trajectories(forward, reverse, out / "trajectories.png")
+    diagnostics.plot_trajectories(raw(forward), raw(reverse), out / "trajectories.png")
     diagnostics.plot_loss(history, out / "loss.png")
     initial = np.asarray(experiment.model(jax.random.key(0), trained.num_steps).schedule())
     diagnostics.plot_betas(betas, out / "betas.png", initial=initial)

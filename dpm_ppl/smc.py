@@ -12,7 +12,8 @@ below ``resample_below × N``. The running product of the weights' means is an u
 Z = E_p[r(x⁰)], the evidence of the observation under the model.
 
 An exact observation of coordinates S (`observe_exactly`) enters the intermediate targets as
-r_t(xᵗ_S) = q(xᵗ_S | x⁰_S = y_S), the forward chain's marginal, and is clamped at x⁰. (The
+r_t(xᵗ_S) = q(xᵗ_S | x⁰_S = y_S)/π(xᵗ_S), the forward chain's marginal over its limit (flat at t = T,
+where xᵗ says nothing about y), and is clamped at x⁰. (The
 reference code clamps xᵗ_S = y_S at every t, which conditions every intermediate state on y and is
 not p(x⁰_{¬S} | x⁰_S = y_S).) Z then includes the density p(x⁰_S = y_S).
 
@@ -124,7 +125,9 @@ def run(
         """log r_t(xᵗ) per particle and datum, ``(N, B)``."""
         lr = jax.vmap(log_r)(x, latents) * lam(t)
         if clamp is not None:
-            tw = family.marginal_log_prob(x, clamp[1], jnp.maximum(t, 1), betas)
+            tw = family.marginal_log_prob(x, clamp[1], jnp.maximum(t, 1), betas) - family.reverse_log_prob(
+                x, _prior_params(family, shape, dtype)
+            )
             lr = lr + jnp.where(t > 0, _sum_event(jnp.where(clamp[0], tw, 0.0), event_ndim), 0.0)
         return lr
 

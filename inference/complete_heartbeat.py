@@ -42,7 +42,7 @@ query = QueryScript(
     model=model,
     observe=observe,
     method="smc",
-    num_data=50,
-    options={"num_particles": 500, "num_chains": 4},
+    num_data=20,
+    options={"num_particles": 200, "num_chains": 4},
     score=score,
 )
