@@ -56,6 +56,19 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
+def run(Ms: list[int], *, T: int, num_data: int, chunk_size: int, batch_size: int) -> list[dict]:
+    """One worker process per M (so that each peak RSS is its own); returns their rows."""
+    common = ["--T", str(T), "--num-data", str(num_data), "--chunk-size", str(chunk_size)]
+    common += ["--batch-size", str(batch_size)]
+    rows = []
+    for M in Ms:
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", str(M), *common], capture_output=True, text=True, check=True
+        )
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--Ms", type=int, nargs="+", default=[64, 256, 1024, 4096], help="trajectories per datum")
@@ -68,14 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker is not None:
         print(json.dumps(worker(args)))
         return
-    common = ["--T", str(args.T), "--num-data", str(args.num_data), "--chunk-size", str(args.chunk_size)]
-    common += ["--batch-size", str(args.batch_size)]
-    rows = []
-    for M in args.Ms:
-        done = subprocess.run(
-            [sys.executable, __file__, "--worker", str(M), *common], capture_output=True, text=True, check=True
-        )
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = run(args.Ms, T=args.T, num_data=args.num_data, chunk_size=args.chunk_size, batch_size=args.batch_size)
     print(
         f"log_likelihood: Swiss roll, T = {args.T}, {args.num_data} data, chunk {args.chunk_size} trajectories "
         f"x batch {args.batch_size} data, on {rows[0]['device']}"

@@ -172,6 +172,14 @@ class ReverseChain(Distribution):
         return self.family.log_prior(x_T, self.event_ndim) + self.step_log_probs(value).sum(-1)
 
     def sample(self, key, sample_shape=()):
+        return self._ancestral(key, sample_shape, keep_trajectory=True)
+
+    def sample_x1(self, key, sample_shape=()) -> Array:
+        """x¹ alone, shape ``(*sample_shape, *batch, *event)``: the same draw as ``sample(key)`` at t = 1,
+        without holding the trajectory (memory batch × d instead of T × batch × d)."""
+        return self._ancestral(key, sample_shape, keep_trajectory=False)
+
+    def _ancestral(self, key, sample_shape, keep_trajectory: bool) -> Array:
         ax = _time_axis(self.event_ndim)
         shape = sample_shape + self.batch_shape + self.data_shape
         T = self.betas.shape[0]
@@ -183,9 +191,11 @@ class ReverseChain(Distribution):
             t, k = inputs
             params = apply_kernel(self.kernel, x, t, self.event_ndim)
             x = self.family.reverse_step(params, self.family.noise(k, shape, dtype))
-            return x, x
+            return x, x if keep_trajectory else None
 
         ts = jnp.arange(T, 1, -1)  # scan forward over reversed indices (never scan(reverse=True))
-        _, xs = lax.scan(step, x_T, (ts, jax.random.split(key_steps, T - 1)))
+        x1, xs = lax.scan(step, x_T, (ts, jax.random.split(key_steps, T - 1)))
+        if not keep_trajectory:
+            return x1
         traj = jnp.concatenate([xs[::-1], x_T[None]], axis=0)  # x^1…x^T
         return jnp.moveaxis(traj, 0, ax)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
@@ -24,6 +25,19 @@ class Samples(NamedTuple):
 
     x0: Array
     trajectory: Array | None
+
+
+@eqx.filter_jit
+def _batch(diffusion: AbstractDiffusion, key: PRNGKeyArray, n: int, trajectory: bool) -> tuple[Array, Array | None]:
+    """One batch of ``n`` samples, compiled once per model structure and batch size (not per call)."""
+    betas = diffusion.betas()
+    family = diffusion.family
+    chain = ReverseChain(diffusion.reverse_kernel(betas), betas, (n,), diffusion.event_shape, family=family)
+    k_chain, k_last = jax.random.split(key)
+    traj = chain.sample(k_chain) if trajectory else None
+    x1 = traj[:, 0] if trajectory else chain.sample_x1(k_chain)  # without the T × n × d trajectory
+    x0 = family.reverse_step(family.last_step(x1, betas[0]), family.noise(k_last, x1.shape, x1.dtype))
+    return x0, traj
 
 
 def sample(
@@ -44,23 +58,10 @@ def sample(
     if diffusion.trainable and diffusion.kernel is None:
         raise ValueError("Sample from a trained model: call `diffusion.bind(params)` first.")
 
-    @jax.jit
-    def one(k, n_dummy):
-        betas = diffusion.betas()
-        family = diffusion.family
-        chain = ReverseChain(
-            diffusion.reverse_kernel(betas), betas, n_dummy.shape, diffusion.event_shape, family=family
-        )
-        k_chain, k_last = jax.random.split(k)
-        traj = chain.sample(k_chain)
-        x1 = traj[:, 0]
-        x0 = family.reverse_step(family.last_step(x1, betas[0]), family.noise(k_last, x1.shape, x1.dtype))
-        return x0, traj if trajectory else None
-
     xs, trajs = [], []
     for i, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
-        x0, traj = one(jax.random.fold_in(key, i), jnp.zeros((n,)))
+        x0, traj = _batch(diffusion, jax.random.fold_in(key, i), n, trajectory)
         xs.append(x0)
         trajs.append(traj)
     return Samples(jnp.concatenate(xs), jnp.concatenate(trajs) if trajectory else None)
