@@ -43,8 +43,10 @@ def _machine() -> str:
 
 def _git() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-        dirty = subprocess.run(["git", "status", "--porcelain", "dpm_ppl"], capture_output=True, text=True, cwd=HERE)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE.parent)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "dpm_ppl"], capture_output=True, text=True, cwd=HERE.parent
+        )
         return head.stdout.strip() + (" + uncommitted changes in dpm_ppl/" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown"
@@ -66,6 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     load_start = f"{os.getloadavg()[0]:.1f}"
+    likelihood_rows = []
+    if settings.lik_Ms:
+        # first, while this process is small: Linux carries a parent's peak RSS into its children's ru_maxrss
+        _log(f"likelihood throughput and memory: M = {settings.lik_Ms}")
+        lk = dict(T=settings.train_T, num_data=8, chunk_size=64, batch_size=8)
+        rows = likelihood.run(list(settings.lik_Ms), **lk)
+        likelihood_rows = [{**r, "num_data": lk["num_data"], "chunk_size": lk["chunk_size"]} for r in rows]
     peer, peer_info, skipped = None, {}, "--no-peer"
     if not args.no_peer:
         try:
@@ -79,11 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if peer is not None:
             peer.close()
-    if settings.lik_Ms:
-        _log(f"likelihood throughput and memory: M = {settings.lik_Ms}")
-        lk = dict(T=settings.train_T, num_data=8, chunk_size=64, batch_size=8)
-        rows = likelihood.run(list(settings.lik_Ms), **lk)
-        results["likelihood_memory"] = [{**r, "num_data": lk["num_data"], "chunk_size": lk["chunk_size"]} for r in rows]
+    results["likelihood_memory"] = likelihood_rows
     versions = {name: version(name) for name in ("jax", "jaxlib", "numpyro", "equinox", "optax", "numpy")}
     versions = f"Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
     if peer_info:
