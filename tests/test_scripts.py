@@ -54,21 +54,42 @@ def _skip_if_data_not_installed(script: Path) -> None:
         pytest.skip(data.missing())
 
 
+_RUNS: dict[Path, Path] = {}
+# every script is fitted with tiny settings in the default suite; the full pipeline (sample, evaluate, kernel
+# bounds, resume) runs there for these two, and for every script under `pytest -m slow`
+PIPELINE = {"swiss_roll", "binary_heartbeat"}
+
+
+def _fitted(script: Path, tmp_path_factory) -> Path:
+    if script not in _RUNS:
+        _skip_if_data_not_installed(script)
+        out = tmp_path_factory.mktemp(script.stem)
+        data = []
+        if script.stem in DATA_FILES:
+            name, write = DATA_FILES[script.stem]
+            write(out / name)
+            data = ["--data", str(out / name)]
+        assert main(["fit", str(script), "--out", str(out), *data, *TINY]) == 0
+        _RUNS[script] = out
+    return _RUNS[script]
+
+
 @pytest.fixture(scope="module", params=SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def fitted(request, tmp_path_factory) -> Path:
+    return _fitted(request.param, tmp_path_factory)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(s, marks=() if s.stem in PIPELINE else pytest.mark.slow, id=s.stem) for s in SCRIPTS],
+)
 def run_dir(request, tmp_path_factory) -> Path:
-    _skip_if_data_not_installed(request.param)
-    out = tmp_path_factory.mktemp(request.param.stem)
-    data = []
-    if request.param.stem in DATA_FILES:
-        name, write = DATA_FILES[request.param.stem]
-        write(out / name)
-        data = ["--data", str(out / name)]
-    assert main(["fit", str(request.param), "--out", str(out), *data, *TINY]) == 0
-    return out
+    return _fitted(request.param, tmp_path_factory)
 
 
-def test_fit_writes_results_figures_and_datatree(run_dir):
+def test_fit_writes_results_figures_and_datatree(fitted):
     """`dpm fit` writes results.json with the documented keys, the figures and a readable DataTree."""
+    run_dir = fitted
     results = json.loads((run_dir / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
     assert results["steps"] == 40 and results["num_steps_T"] == 5
