@@ -230,6 +230,9 @@ def plot_posterior(observed, draws: np.ndarray, background: np.ndarray, path: st
     y = observed.observations.get("y")
     y = None if y is None else _flat(np.asarray(y))
     truth = None if observed.truth is None else _flat(observed.truth)
+    if draws.ndim >= 5 and _is_image(draws[0, 0]):  # (chain, draw, datum, [C,] H, W)
+        _plot_posterior_images(observed, draws, path)
+        return
     if _is_binary(flat):
         mask = observed.observations.get("mask")
         shown_y = y if mask is None else np.where(np.broadcast_to(np.asarray(mask), y.shape), y, 0.5)
@@ -265,6 +268,32 @@ def plot_posterior(observed, draws: np.ndarray, background: np.ndarray, path: st
             if y is not None:
                 axes[1].scatter(y[i, 0], y[i, 1], s=40, marker="x", color=color)
         axes[1].set_title(f"posterior draws of {min(shown, flat.shape[1])} data (x: observation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_posterior_images(observed, draws: np.ndarray, path: str | Path, num_data: int = 16) -> None:
+    """Image queries: truth, observation (unknown pixels black), posterior mean and two draws, as grids."""
+    flat = draws.reshape((-1,) + draws.shape[2:])[:, :num_data]
+    y = observed.observations.get("y")
+    truth = observed.truth
+    ref = truth if truth is not None else flat[0]
+    lo, hi = np.percentile(np.asarray(ref), [0.5, 99.5])
+    panels = []
+    if truth is not None:
+        panels.append(("truth", np.asarray(truth)[:num_data]))
+    if y is not None:
+        y = np.asarray(y)[:num_data]
+        mask = observed.observations.get("mask")
+        panels.append(("observed", y if mask is None else np.where(np.asarray(mask), y, lo)))
+    panels += [("posterior mean", flat.mean(0)), ("posterior draw", flat[0]), ("another draw", flat[-1])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3))
+    for ax, (title, x) in zip(axes, panels):
+        grid = _grid(x, lo, hi, cols=4, rows=4)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

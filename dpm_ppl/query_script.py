@@ -136,7 +136,12 @@ def run_query(
     if query.score is not None:
         report["score"] = {k: float(v) for k, v in query.score(loaded, observed, result.x0).items()}
     result.tree.to_netcdf(out / "posterior.nc", engine="h5netcdf")
-    diagnostics.plot_posterior(observed, result.x0, loaded.split.test, out / "posterior.png")
+    raw = loaded.split.standardiser.inverse  # figures in data units
+    shown = Observed(
+        {k: raw(v) if k == "y" else v for k, v in observed.observations.items()},
+        None if observed.truth is None else raw(observed.truth),
+    )
+    diagnostics.plot_posterior(shown, raw(result.x0), raw(loaded.split.test), out / "posterior.png")
     if result.method == "nuts":
         diagnostics.plot_rank(result.tree, out / "rank.png")
     else:
