@@ -55,8 +55,8 @@ def _skip_if_data_not_installed(script: Path) -> None:
 
 
 _RUNS: dict[Path, Path] = {}
-# every script is fitted with tiny settings in the default suite; the full pipeline (sample, evaluate, kernel
-# bounds, resume) runs there for these two, and for every script under `pytest -m slow`
+# every script but SLOW_FIT is fitted with tiny settings in the default suite; the full pipeline (sample,
+# evaluate, kernel bounds, resume) runs there for these two, and for every script under `pytest -m slow`
 PIPELINE = {"swiss_roll", "binary_heartbeat"}
 
 
@@ -74,7 +74,14 @@ def _fitted(script: Path, tmp_path_factory) -> Path:
     return _RUNS[script]
 
 
-@pytest.fixture(scope="module", params=SCRIPTS, ids=[s.stem for s in SCRIPTS])
+# GPU-sized image networks (64×64 dead leaves, texture patches): even a tiny run takes 1–2 min on 2 cores
+SLOW_FIT = {"dead_leaves", "textures"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(s, marks=pytest.mark.slow if s.stem in SLOW_FIT else (), id=s.stem) for s in SCRIPTS],
+)
 def fitted(request, tmp_path_factory) -> Path:
     return _fitted(request.param, tmp_path_factory)
 
