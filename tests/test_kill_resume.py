@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 
-DRIVER = '''
+DRIVER = """
 import sys
 from pathlib import Path
 import jax, numpy as np
@@ -35,7 +35,7 @@ result = fit(diffusion, x[:500], x[500:], config, jax.random.key(1), out_dir=out
              spec={"driver": 1})
 leaves = jax.tree.leaves(result.params)
 np.savez(out / "final.npz", *[np.asarray(l) for l in leaves])
-'''
+"""
 
 
 def _checkpoint_step(out: Path) -> int:
