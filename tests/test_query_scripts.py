@@ -11,7 +11,12 @@ from dpm_ppl.cli import main
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for script, name in (("models/swiss_roll.py", "swiss"), ("models/binary_heartbeat.py", "heartbeat")):
+    scripts = (
+        ("models/swiss_roll.py", "swiss"),
+        ("models/binary_heartbeat.py", "heartbeat"),
+        ("models/digits.py", "digits"),
+    )
+    for script, name in scripts:
         args = ["fit", script, "--out", str(root / name), "--steps", "40", "--T", "5", "--no-progress"]
         assert main(args + ["--num-samples", "100"]) == 0
     return root
@@ -23,6 +28,7 @@ def runs(tmp_path_factory):
         ("inference/denoise_swiss_roll.py", "swiss", "smc"),
         ("inference/denoise_swiss_roll.py", "swiss", "perturbed"),
         ("inference/complete_heartbeat.py", "heartbeat", "smc"),
+        ("inference/inpaint_digits.py", "digits", "smc"),
     ],
 )
 def test_query_script_writes_its_report(runs, tmp_path, script, run, method, capsys):
@@ -43,6 +49,12 @@ def test_query_script_writes_its_report(runs, tmp_path, script, run, method, cap
 
         x0 = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")["posterior"]["x0"].values
         assert x0.shape[:3] == (2, 64, 4) and np.all(x0[..., :10] == x0[:1, :1, :, :10])  # observed bins clamped
+    if script.endswith("inpaint_digits.py"):
+        import xarray as xr
+
+        x0 = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")["posterior"]["x0"].values
+        assert np.all(x0[..., :4] == x0[:1, :1, ..., :4])  # the known left half is the same in every draw
+        assert np.all(np.isfinite(list(report["score"].values())))
 
 
 def test_query_errors_are_one_line(runs, tmp_path, capsys):
