@@ -17,7 +17,6 @@ handlers (`substitute`, `trace`) and checks it: one number per datum, finite, de
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -176,11 +175,6 @@ class LogR:
             total = total + jnp.broadcast_to(lp, (self.num_data,))
         return total
 
-    def latent_log_prior(self, x0: Array, latents: dict[str, Array]) -> Array:
-        """log p(θ) of the query's latent sites (used by NUTS, which samples them jointly)."""
-        tr = self._trace(x0, latents)
-        return sum((jnp.sum(tr[k]["fn"].log_prob(tr[k]["value"])) for k in self.latents), jnp.zeros(()))
-
     def sample_latents(self, key: PRNGKeyArray, x0: Array) -> dict[str, Array]:
         """The query's latent sites drawn from their prior (given x⁰)."""
         if not self.latents:
@@ -222,7 +216,3 @@ class LogR:
     def joint(self) -> bool:
         """Whether the B data share latent sites (then the samplers treat them as one problem)."""
         return any(not shape or shape[0] != self.num_data for shape in self.latents.values())
-
-    @property
-    def dim(self) -> int:
-        return math.prod(self.diffusion.event_shape)

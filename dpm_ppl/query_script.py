@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,7 @@ import numpy as np
 from . import diagnostics
 from .posterior import METHODS, Posterior, posterior
 from .query import QueryModel
-from .run import LoadedRun, load_run
+from .run import LoadedRun, _write_json, load_run
 
 
 __all__ = ["Observed", "QueryScript", "load_query", "run_query"]
@@ -95,12 +93,6 @@ def load_query(path: str | Path) -> QueryScript:
             "one (see inference/denoise_swiss_roll.py)."
         )
     return query
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_query(
