@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,29 @@ def save(path: str | os.PathLike, tree: Any, spec: dict, meta: dict | None = Non
         f.flush()
         os.fsync(f.fileno())
     if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
+        _keep_previous(path)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``<path>.prev`` a copy of ``path`` without ever removing ``path``.
+
+    Renaming ``path`` away first would leave a window in which no checkpoint carries the run's name,
+    and a process killed inside it would resume from scratch. A hard link (a copy where the
+    filesystem has none) under a temporary name, renamed over ``.prev``, keeps ``path`` in place.
+    """
+    prev, staging = path.with_name(path.name + ".prev"), path.with_name(path.name + ".prev.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(path, staging)
+    except OSError:
+        shutil.copyfile(path, staging)
+    os.replace(staging, prev)
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, bytes]:

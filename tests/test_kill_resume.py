@@ -107,3 +107,29 @@ def test_truncated_checkpoint_is_refused_and_prev_kept(tmp_path, cut):
         checkpoint.load(path, {"a": jax.numpy.zeros(100)}, {"s": 1})
     tree, header = checkpoint.load(Path(str(path) + ".prev"), {"a": jax.numpy.zeros(100)}, {"s": 1})
     assert header["meta"]["step"] == 1 and float(tree["a"][0]) == 0.0
+
+
+def test_checkpoint_name_never_missing_during_a_write(tmp_path, monkeypatch):
+    """A process killed at any point of `save` leaves a loadable file under the checkpoint's own name:
+    here the write dies just before the final rename, and the old checkpoint is still in place."""
+    import jax
+
+    from dpm_ppl import checkpoint
+
+    path = tmp_path / "c.eqx"
+    like = {"a": jax.numpy.zeros(4)}
+    checkpoint.save(path, {"a": jax.numpy.ones(4)}, {"s": 1}, {"step": 1})
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
+        if Path(dst) == path:
+            raise KeyboardInterrupt("killed before the final rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, {"a": jax.numpy.full(4, 2.0)}, {"s": 1}, {"step": 2})
+    monkeypatch.undo()
+    for name in (path, Path(str(path) + ".prev")):
+        tree, header = checkpoint.load(name, like, {"s": 1})
+        assert header["meta"]["step"] == 1 and float(tree["a"][0]) == 1.0
