@@ -11,9 +11,32 @@ import jax
 import numpy as np
 
 
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """`jax.distributed.initialize` for ``dpm fit --distributed``, before anything starts a JAX backend.
+
+    Flags left out are found the way JAX documents: ``JAX_COORDINATOR_ADDRESS`` from the environment,
+    and on SLURM, Open MPI or Kubernetes every setting is detected from the cluster.
+    """
+    explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes}
+    given = [flag for flag, value in {**explicit, "--process-id": args.process_id}.items() if value is not None]
+    if not args.distributed:
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to multi-process training: add `--distributed`.")
+        return
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+    )
+    print(
+        f"process {jax.process_index()} of {jax.process_count()}: training on {jax.device_count()} devices "
+        f"({jax.local_device_count()} here)",
+        file=sys.stderr,
+    )
+
+
 def _fit(args: argparse.Namespace) -> None:
     from .run import fit_experiment
 
+    _initialize_distributed(args)
     fit_experiment(
         args.script,
         args.out,
@@ -103,6 +126,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--num-samples", type=_positive, default=5_000, help="samples drawn for figures")
     f.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument(
+        "--distributed", action="store_true",
+        help="train across processes/hosts (jax.distributed.initialize); start one `dpm fit` per process",
+    )  # fmt: skip
+    f.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0 (else from the environment)")
+    f.add_argument("--num-processes", type=_positive, help="with --distributed: how many processes in all")
+    f.add_argument("--process-id", type=int, help="with --distributed: this process's index, 0 … N−1")
     f.set_defaults(func=_fit)
 
     s = sub.add_parser("sample", help="draw exact samples from a trained run")

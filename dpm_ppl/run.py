@@ -108,6 +108,8 @@ def fit_experiment(
     ``data`` is the user's data file for a script that trains on one (``models/tabular.py``,
     ``models/binary.py``); its absolute path and SHA-256 go into run.json so that `load_run`
     reloads the same examples.
+    After `jax.distributed.initialize` every process trains (data parallel, see `dpm_ppl.train`);
+    process 0 alone writes the run folder and reports, the others return an empty dict.
     """
     experiment = load_script(script, data)
     data_path = str(Path(data).resolve()) if data is not None else None
@@ -136,7 +138,8 @@ def fit_experiment(
         "standardiser": {"shift": split.standardiser.shift.tolist(), "scale": split.standardiser.scale},
         "spec": spec,
     }
-    if not resume:
+    lead = jax.process_index() == 0  # in multi-process training only process 0 writes the run folder
+    if not resume and lead:
         _write_json(out / RUN_FILE, info)
     key = jax.random.key(seed)
     result = fit(
@@ -150,6 +153,8 @@ def fit_experiment(
         resume=resume,
         progress=progress,
     )
+    if not lead:
+        return {}
     trained = diffusion.bind(result.params)
     return report(experiment, trained, split, result.history, out, key, num_samples=num_samples, steps=config.steps)
 

@@ -11,6 +11,13 @@ state from before the first bad step, and `fit` raises `NonFiniteError` naming t
 term of the bound (or the parameter whose gradient) that went non-finite; no checkpoint is written
 from a non-finite state. With ``on_nonfinite="skip"`` such a step leaves the parameters and the
 optimiser unchanged and is counted in ``history["skipped_steps"]``.
+
+Data parallelism: the loop runs on every device JAX sees (all local devices, and every process's
+devices after `jax.distributed.initialize`). Parameters, optimiser state and the training data
+are replicated; each minibatch is sharded along its batch axis (``jax.sharding``), so XLA splits
+the per-example work of the bound and sums the gradients across devices. Every process draws the
+same global minibatch indices, so 1 and N devices train on identical batches and noise (random
+bits are partitionable) and agree to float tolerance. Process 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray
 from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
@@ -125,6 +133,40 @@ class FitResult(NamedTuple):
     state: SVIState
     history: dict
     seconds: float
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _replicate(tree: Any, sharding: NamedSharding) -> Any:
+    """Host-identical values as arrays replicated over every device of every process."""
+
+    def put(x):
+        if _is_key(x):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    return jax.tree.map(put, tree)
+
+
+def _local(tree: Any) -> Any:
+    """A replicated tree as arrays on this process's first device (to save, evaluate and return)."""
+    return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def _global_batch(batch_size: int, num_train: int) -> int:
+    """The minibatch size: ``batch_size`` (at most the data), a multiple of the device count."""
+    devices = jax.device_count()
+    batch = min(batch_size, num_train)
+    if batch_size % devices:
+        raise ValueError(
+            f"`batch_size` = {batch_size} cannot be split over the {devices} devices training in parallel; "
+            f"use a multiple of {devices} (e.g. {devices * max(1, round(batch_size / devices))})."
+        )
+    if batch < devices:
+        raise ValueError(f"{num_train} training examples cannot be split over {devices} devices; give more data.")
+    return batch - batch % devices
 
 
 def make_svi(diffusion: AbstractDiffusion, config: TrainConfig) -> SVI:
@@ -268,7 +310,10 @@ def fit(
     train = jnp.asarray(diffusion.family.check_data(train, diffusion.event_shape, "train data"))
     test = diffusion.family.check_data(test, diffusion.event_shape, "held-out data")
     num_train = train.shape[0]
-    batch = min(config.batch_size, num_train)
+    batch = _global_batch(config.batch_size, num_train)
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    replicated, batch_sharding = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    lead = jax.process_index() == 0
     svi = make_svi(diffusion, config)
     init_key, data_key, eval_key = jax.random.split(key, 3)
     state = svi.init(init_key, train[:batch])
@@ -287,6 +332,8 @@ def fit(
         history = header["meta"]["history"]
         history.setdefault("skipped_steps", [])
         start = int(header["meta"]["step"])
+    train_host = train
+    train, state = _replicate((train, state), replicated)
 
     def batch_indices(step):
         return jax.random.randint(jax.random.fold_in(data_key, step), (batch,), 0, num_train)
@@ -296,7 +343,8 @@ def fit(
     def chunk(state, first_step, n):
         def body(carry, i):
             state, stopped = carry
-            new_state, loss, status = _guarded_update(svi, state, train[batch_indices(first_step + i)])
+            xb = jax.lax.with_sharding_constraint(train[batch_indices(first_step + i)], batch_sharding)
+            new_state, loss, status = _guarded_update(svi, state, xb)
             if skip:  # a bad step changes nothing but the PRNG key
                 accept = status == _OK
                 kept = state._replace(rng_key=new_state.rng_key)
@@ -309,7 +357,7 @@ def fit(
         (state, _), out = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(n))
         return state, out
 
-    chunk = jax.jit(chunk, static_argnums=2)
+    chunk = jax.jit(chunk, static_argnums=2, out_shardings=replicated)
     test_eval = np.asarray(test[: config.eval_size])
     bits_per_loss = 1.0 / (batch * math.log(2.0))
 
@@ -317,17 +365,17 @@ def fit(
 
     def save(step: int) -> None:
         nonlocal last_saved
-        if ckpt_path is None:
+        if ckpt_path is None or not lead:
             return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(ckpt_path, state, spec, {"step": step, "history": history})
+        checkpoint.save(ckpt_path, _local(state), spec, {"step": step, "history": history})
         last_saved = step
         if on_checkpoint is not None:
             on_checkpoint(step)
 
     t0 = time.perf_counter() - float(history["seconds"])
     step = start
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and lead), unit="step", dynamic_ncols=True)
     while step < config.steps:
         # end chunks on evaluation and checkpoint boundaries (a few chunk lengths, each compiled once)
         n = min(
@@ -343,8 +391,8 @@ def fit(
             bar.close()
             bad_step = step + int(bad[0])
             raise _non_finite_error(
-                svi, config, new_state, bad_step, int(status[bad[0]]), np.asarray(batch_indices(bad_step)), train,
-                saved=last_saved,
+                svi, config, _local(new_state), bad_step, int(status[bad[0]]), np.asarray(batch_indices(bad_step)),
+                train_host, saved=last_saved,
             )  # fmt: skip
         history["skipped_steps"].extend(step + int(j) for j in bad)
         state, step = new_state, step + n
@@ -354,7 +402,7 @@ def fit(
         bar.update(n)
         bar.set_postfix(K_bits=f"{-history['loss_bits'][-1]:.3f}")
         if step % config.eval_every == 0 or step == config.steps:
-            params = svi.get_params(state)
+            params = svi.get_params(_local(state))
             summary = _summary(bound_terms(diffusion, params, test_eval, jax.random.fold_in(eval_key, step)))
             history["eval_step"].append(step)
             history["eval_K_bits"].append(summary["K_bits"])
@@ -363,4 +411,5 @@ def fit(
         if step % config.checkpoint_every == 0 or step == config.steps:
             save(step)
     bar.close()
+    state = _local(state)
     return FitResult(svi.get_params(state), state, history, float(history["seconds"]))
