@@ -10,6 +10,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from . import compile_cache
+
 
 def _initialize_distributed(args: argparse.Namespace) -> None:
     """`jax.distributed.initialize` for ``dpm fit --distributed``, before anything starts a JAX backend.
@@ -113,6 +115,11 @@ def _positive(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpm", description="Diffusion probabilistic models as NumPyro programs.")
+    p.add_argument(
+        "--compile-cache", metavar="DIR",
+        help="persistent XLA compilation cache: a folder, or `off` (default $JAX_COMPILATION_CACHE_DIR, "
+        "else ~/.cache/dpm_ppl/jax)",
+    )  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="train a model script on the bound K and report it in bits")
@@ -172,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.compile_cache != "off":
+            compile_cache.enable(args.compile_cache)
         args.func(args)
     except (ValueError, OSError, TypeError, FloatingPointError) as err:
         if os.environ.get("DPM_DEBUG"):

@@ -5,10 +5,13 @@ this file, which pytest imports before any test module.
 """
 
 import os
+import tempfile
 
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.pop("JAX_ENABLE_X64", None)  # float32 tests: tolerances below are derived for float32
+# `dpm` commands run by tests share one throw-away compilation cache, not the user's
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"dpm_ppl-test-xla-{os.getuid()}")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
