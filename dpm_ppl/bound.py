@@ -25,6 +25,7 @@ from numpyro.infer.elbo import ELBO
 from .chains import LAST_STEP, ForwardChain, ReverseChain, apply_kernel
 from .family import AbstractFamily, GaussianFamily
 from .kernels import ReverseKernel
+from .remat import map_over_time
 
 
 __all__ = ["BoundTerms", "DiffusionELBO", "bound_terms", "gaussian_bound_terms"]
@@ -142,8 +143,11 @@ def bound_terms(
         kl = jnp.zeros((batch,), x0.dtype)
     elif estimator == "all":
         keys = jax.random.split(key, T - 1)
-        per_t = jax.vmap(lambda k, t: _kl_at(k, x0, jnp.full((batch,), t), betas, kernel, event_ndim, family))
-        kl = per_t(keys, jnp.arange(2, T + 1)).sum(0)
+        per_t = map_over_time(
+            lambda kt: _kl_at(kt[0], x0, jnp.full((batch,), kt[1]), betas, kernel, event_ndim, family),
+            (keys, jnp.arange(2, T + 1)),
+        )
+        kl = per_t.sum(0)
     elif estimator == "trajectory":
         kl, entropy_T, entropy_1, prior = _trajectory_terms(key, x0, betas, kernel, event_ndim, family)
     else:

@@ -20,6 +20,7 @@ from numpyro.distributions import Distribution, constraints
 
 from .family import AbstractFamily, GaussianFamily, KernelParams
 from .kernels import ReverseKernel
+from .remat import map_over_time
 
 
 __all__ = ["LAST_STEP", "ForwardChain", "ReverseChain", "apply_kernel"]
@@ -161,9 +162,14 @@ class ReverseChain(Distribution):
         T = value.shape[ax]
         x_next = jnp.moveaxis(lax.slice_in_dim(value, 1, T, axis=ax), ax, 0)  # x^2…x^T
         x_prev = jnp.moveaxis(lax.slice_in_dim(value, 0, T - 1, axis=ax), ax, 0)  # x^1…x^{T-1}
-        ts = jnp.arange(2, T + 1).reshape((T - 1,) + (1,) * (x_next.ndim - 1 - self.event_ndim))
-        params = apply_kernel(self.kernel, x_next, ts, self.event_ndim)
-        lp = _sum_event(self.family.reverse_log_prob(x_prev, params), self.event_ndim)
+        batch_shape = x_next.shape[1 : x_next.ndim - self.event_ndim]
+
+        def at(inputs):  # one t: log p(xᵗ⁻¹ | xᵗ) for every trajectory
+            x_prev_t, x_next_t, t = inputs
+            params = apply_kernel(self.kernel, x_next_t, jnp.full(batch_shape, t), self.event_ndim)
+            return _sum_event(self.family.reverse_log_prob(x_prev_t, params), self.event_ndim)
+
+        lp = map_over_time(at, (x_prev, x_next, jnp.arange(2, T + 1)))  # memory bounded in T
         return jnp.moveaxis(lp, 0, -1)
 
     def log_prob(self, value):
