@@ -29,6 +29,7 @@ def runs(tmp_path_factory):
         ("inference/denoise_swiss_roll.py", "swiss", "perturbed"),
         ("inference/complete_heartbeat.py", "heartbeat", "smc"),
         ("inference/inpaint_digits.py", "digits", "smc"),
+        ("inference/denoise_digits.py", "digits", "perturbed"),
     ],
 )
 def test_query_script_writes_its_report(runs, tmp_path, script, run, method, capsys):
@@ -55,6 +56,11 @@ def test_query_script_writes_its_report(runs, tmp_path, script, run, method, cap
         x0 = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")["posterior"]["x0"].values
         assert np.all(x0[..., :4] == x0[:1, :1, ..., :4])  # the known left half is the same in every draw
         assert np.all(np.isfinite(list(report["score"].values())))
+    if script.endswith("denoise_digits.py"):
+        # SNR = 1: the noise has unit variance, so over 4 × 64 pixels the observation's RMSE is 1 ± 0.044
+        assert abs(report["score"]["rmse_observation"] - 1.0) < 0.18
+        # even a model that learned nothing (prior N(0, I)) halves the noise variance: RMSE ≈ 0.71
+        assert report["score"]["rmse_posterior_mean"] < report["score"]["rmse_observation"]
 
 
 def test_query_errors_are_one_line(runs, tmp_path, capsys):
