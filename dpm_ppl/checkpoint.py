@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 
 
-__all__ = ["CheckpointError", "load", "save"]
+__all__ = ["CheckpointError", "is_prng_key", "load", "save"]
 
 _FORMAT = 1
 
@@ -36,18 +36,19 @@ def _version() -> str:
     return __version__
 
 
-def _is_key(x: Any) -> bool:
+def is_prng_key(x: Any) -> bool:
+    """A typed PRNG key array (``jax.random.key``), which must travel as its key data."""
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _raw_keys(tree: Any) -> Any:
     """Typed PRNG keys cannot be serialised: store their key data."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_prng_key(x) else x, tree)
 
 
 def _typed_keys(tree: Any, like: Any) -> Any:
     return jax.tree.map(
-        lambda x, l: jax.random.wrap_key_data(x, impl=jax.random.key_impl(l)) if _is_key(l) else x, tree, like
+        lambda x, l: jax.random.wrap_key_data(x, impl=jax.random.key_impl(l)) if is_prng_key(l) else x, tree, like
     )
 
 

@@ -135,15 +135,11 @@ class FitResult(NamedTuple):
     seconds: float
 
 
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _replicate(tree: Any, sharding: NamedSharding) -> Any:
     """Host-identical values as arrays replicated over every device of every process."""
 
     def put(x):
-        if _is_key(x):
+        if checkpoint.is_prng_key(x):
             return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
         return jax.make_array_from_process_local_data(sharding, np.asarray(x))
 
