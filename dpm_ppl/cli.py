@@ -176,11 +176,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_compile_cache(path: str | None) -> None:
+    """The cache at ``path``, ``off``, or (``None``) at the default folder, where a failure only warns."""
+    if path == "off":
+        return
+    try:
+        compile_cache.enable(path)
+    except OSError as err:
+        if path is not None:
+            raise
+        print(f"dpm: warning: {err} Going on without the cache.", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.compile_cache != "off":
-            compile_cache.enable(args.compile_cache)
+        _enable_compile_cache(args.compile_cache)
         args.func(args)
     except (ValueError, OSError, TypeError, FloatingPointError) as err:
         if os.environ.get("DPM_DEBUG"):

@@ -47,3 +47,13 @@ def test_unwritable_cache_folder_is_a_clear_error(tmp_path, capsys):
         compile_cache.enable(blocker / "sub")
     assert main(["--compile-cache", str(blocker / "sub"), "sample", str(tmp_path)]) == 2
     assert "--compile-cache" in capsys.readouterr().err
+
+
+def test_unwritable_default_folder_only_warns(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert main(["sample", str(tmp_path)]) == 2  # fails for its own reason: not a run folder
+    err = capsys.readouterr().err
+    assert "warning: Cannot create the compilation cache folder" in err and "not a run folder" in err
