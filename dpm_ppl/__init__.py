@@ -16,6 +16,7 @@ from .family import AbstractFamily as AbstractFamily
 from .family import BinomialFamily as BinomialFamily
 from .family import GaussianFamily as GaussianFamily
 from .image_net import ImageNet as ImageNet
+from .kernels import BernoulliMixtureOracle as BernoulliMixtureOracle
 from .kernels import BernoulliOracle as BernoulliOracle
 from .kernels import BinomialReverse as BinomialReverse
 from .kernels import (

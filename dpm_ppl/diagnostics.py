@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
@@ -83,6 +84,7 @@ def _raster(ax, x: np.ndarray, title: str, rows: int) -> None:
     ax.set_title(title)
     ax.set_xlabel("bin")
     ax.set_ylabel("sequence")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_sequences(data: np.ndarray, samples: np.ndarray, path: str | Path, rows: int = 50) -> None:
