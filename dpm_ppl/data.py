@@ -151,6 +151,10 @@ class Dataset(eqx.Module):
         del samples
         return {}
 
+    def support(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The generator's finite support as (atoms, probabilities) in raw units, where it has one."""
+        return None
+
 
 class SwissRoll(Dataset):
     """The 2-D Swiss roll (paper §3.1.1) with a documented generator whose density is known.
@@ -248,6 +252,10 @@ class BinaryHeartbeat(Dataset):
     def sample_summary(self, samples: np.ndarray) -> dict[str, float]:
         """The fraction of samples that are one of the ``period`` true sequences."""
         return {"valid_sample_fraction": float(np.mean(self.is_valid(samples)))}
+
+    def support(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ``period`` sequences, equally likely."""
+        return self.sequences(), np.full(self.period, 1.0 / self.period)
 
 
 # -- your own data ------------------------------------------------------------------------------

@@ -335,8 +335,9 @@ def test_mixture_oracle_bounds_a_heartbeat():
         draw = jax.jit(jax.vmap(lambda k: bound_terms(k, x0, betas, kernel, 1, "all", family=family).K.mean()))
         return mean_se(np.asarray(draw(jax.random.split(jax.random.key(1), 200))))
 
-    (k_mix, se_mix), (k_ind, se_ind) = mean_K(BernoulliMixtureOracle(betas, atoms, p=0.2)), mean_K(
-        BernoulliOracle(betas, np.full(10, 0.2), 0.2)
+    (k_mix, se_mix), (k_ind, se_ind) = (
+        mean_K(BernoulliMixtureOracle(betas, atoms, p=0.2)),
+        mean_K(BernoulliOracle(betas, np.full(10, 0.2), 0.2)),
     )
     assert k_mix <= -math.log(5) + 4 * se_mix, (k_mix, se_mix)
     assert k_mix - k_ind > 4 * math.hypot(se_mix, se_ind), (k_mix, k_ind)

@@ -110,6 +110,17 @@ def test_fit_writes_results_figures_and_datatree(fitted):
     np.testing.assert_allclose(float(tree["bound"]["K"].mean()), results["K_bits"], rtol=1e-5)
 
 
+def test_heartbeat_reports_the_best_kernel_of_its_form(tmp_path_factory):
+    """The heartbeat's support is known, so `dpm fit` also reports K of `BernoulliMixtureOracle` on the
+    same held-out draws: above a 40-step network's K and below the truth."""
+    results = json.loads(
+        (_fitted(ROOT / "models" / "binary_heartbeat.py", tmp_path_factory) / "results.json").read_text()
+    )
+    assert results["oracle_minus_K_bits"] > 4 * results["oracle_minus_K_stderr_bits"] > 0
+    assert results["oracle_K_bits"] <= results["true_loglik_bits"]
+    assert results["oracle_K_bits"] == pytest.approx(results["K_bits"] + results["oracle_minus_K_bits"], abs=1e-4)
+
+
 def test_sample_command(run_dir, tmp_path):
     """`dpm sample RUN --trajectory` saves x⁰ in both units and whole trajectories x¹…x^T."""
     assert main(["sample", str(run_dir), "--num-samples", "64", "--trajectory", "--out", str(tmp_path)]) == 0
