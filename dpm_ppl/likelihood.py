@@ -18,7 +18,8 @@ Trajectories are processed in chunks by a `lax.scan` that carries only running s
 running max log w, the mean and squared deviations of the rescaled weights, Σ log w) and the
 ⌊3√M⌋ + 1 largest log weights that PSIS reads, so device memory is set by the chunk size, the batch
 size and T, not by M. Every trajectory has its own key, ``fold_in(fold_in(key, i), m)`` for datum
-``i`` and trajectory ``m``, so results do not depend on the chunk or batch sizes.
+``i`` and trajectory ``m``, so results do not depend on the chunk or batch sizes. Each batch of data
+is split over this process's devices (a 1-axis mesh), every device running its data's trajectories.
 
 Diagnostics: the effective sample size of the weights (Σw)²/Σw², the delta-method standard error of
 log p̂, and the PSIS Pareto k̂ of the weights' right tail (arviz-stats; k̂ > 0.7 means the estimate is
@@ -38,6 +39,7 @@ import numpy as np
 import xarray as xr
 from arviz_stats import ELPDData, loo
 from arviz_stats.base import array_stats
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -286,7 +288,8 @@ def log_likelihood(
     - `num_trajectories`: M ≥ 1 forward trajectories per datum (M = 1 gives a one-sample K).
     - `chunk_size`: trajectories per datum evaluated at once; with `batch_size` and T it sets the
       memory, ~ batch_size·chunk_size·T·(d + network width) floats, independent of M.
-    - `batch_size`: data per compiled call (the progress bar advances by batch).
+    - `batch_size`: data per compiled call (the progress bar advances by batch), rounded up to a
+      multiple of the number of local devices: each batch is split over them (data parallel).
     - `progress`: show a tqdm progress bar over data batches.
     """
     M = _positive_int("num_trajectories", num_trajectories, "Use M ≥ 1 trajectories per datum (e.g. 1000).")
@@ -294,14 +297,17 @@ def log_likelihood(
     B = _positive_int("batch_size", batch_size, "Use e.g. 64 data per batch.")
     betas, kernel, x0 = _model_pieces(diffusion, x0)
     n = x0.shape[0]
-    B = min(B, n)
+    mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
+    by_datum, replicated = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+    B = -(-min(B, n) // mesh.size) * mesh.size  # a whole number of data per device
+    dynamic, static = eqx.partition((kernel, betas), eqx.is_array)
+    kernel, betas = eqx.combine(jax.device_put(dynamic, replicated), static)
     parts = []
     for start in tqdm(range(0, n, B), disable=not progress, unit="batch", desc=f"IS, M={M}", dynamic_ncols=True):
         idx = np.arange(start, start + B)
         xb = x0[np.minimum(idx, n - 1)]  # the last batch is padded (and cut below): one compiled shape
-        out = _streamed(
-            kernel, betas, _data_keys(key, idx), jnp.asarray(xb), M, C, diffusion.event_ndim, diffusion.family
-        )
+        keys, xb = jax.device_put((_data_keys(key, idx), xb), by_datum)
+        out = _streamed(kernel, betas, keys, xb, M, C, diffusion.event_ndim, diffusion.family)
         parts.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: n - start], out))
     log_p_hat, stderr, ess, K, top = (np.concatenate(xs) for xs in zip(*parts))
     khat = np.array([_khat_from_top(row, M) for row in top])

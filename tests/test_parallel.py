@@ -1,5 +1,6 @@
 """Data-parallel training: the same steps on 1 device, on 4 simulated CPU devices, and on two processes
-joined by `dpm fit --distributed` through a loopback coordinator reach the same parameters.
+joined by `dpm fit --distributed` through a loopback coordinator reach the same parameters. Importance
+sampling splits each batch of data over the devices and gives the same numbers.
 
 Each run is its own process (the device count is fixed when JAX starts). Sums over a minibatch split
 across devices are added in another order, so the runs agree to float tolerance, not bit for bit.
@@ -101,3 +102,47 @@ def test_distributed_flags_need_distributed(tmp_path):
     from dpm_ppl.cli import main
 
     assert main(["fit", "models/swiss_roll.py", "--out", str(tmp_path), "--num-processes", "2"]) == 2
+
+
+# `log_likelihood` on a trained run, recording how many devices each compiled batch ran on
+_IS_PROGRAM = """
+import json, sys, jax, numpy as np
+import dpm_ppl.likelihood as L
+from dpm_ppl.run import load_run
+devices, streamed = [], L._streamed
+def spy(*args, **kwargs):
+    out = streamed(*args, **kwargs)
+    devices.append(len(out[0].sharding.device_set))
+    return out
+L._streamed = spy
+run = load_run(sys.argv[1])
+est = L.log_likelihood(run.diffusion, run.split.test[:37], jax.random.key(3), num_trajectories=40, chunk_size=16,
+                       batch_size=10)
+print(json.dumps({"devices": devices, **{k: np.asarray(getattr(est, k)).tolist() for k in ("log_p_hat", "khat")}}))
+"""
+
+
+def test_importance_sampling_splits_data_over_devices(runs):
+    """37 data in batches of 10 → 12 on 4 devices (3 each, the last batch padded): every batch runs on all 4
+    devices and the estimates and k̂ equal the 1-device ones (each datum's trajectories stay on one device)."""
+    env = {devices: dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+           for devices in (1, 4)}  # fmt: skip
+    procs = {
+        d: subprocess.Popen(
+            [sys.executable, "-c", _IS_PROGRAM, str(runs["one"][0])],
+            cwd=ROOT,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for d, e in env.items()
+    }
+    out = {}
+    for d, proc in procs.items():
+        stdout, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        out[d] = json.loads(stdout.strip().splitlines()[-1])
+    assert out[1]["devices"] == [1] * 4 and out[4]["devices"] == [4] * 4
+    np.testing.assert_allclose(out[4]["log_p_hat"], out[1]["log_p_hat"], rtol=1e-6)
+    np.testing.assert_allclose(out[4]["khat"], out[1]["khat"], rtol=1e-5)
