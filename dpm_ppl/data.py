@@ -155,6 +155,11 @@ class Dataset(eqx.Module):
         """The generator's finite support as (atoms, probabilities) in raw units, where it has one."""
         return None
 
+    @property
+    def bin_width(self) -> float | None:
+        """The quantisation bin width in raw units of data dequantised with uniform noise (images), else None."""
+        return None
+
 
 class SwissRoll(Dataset):
     """The 2-D Swiss roll (paper §3.1.1) with a documented generator whose density is known.

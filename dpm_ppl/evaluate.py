@@ -6,7 +6,8 @@ Writes into the run folder (or ``out``):
     likelihood.nc     the ArviZ DataTree of `dpm_ppl.likelihood.likelihood_datatree`
     khat.png          the PSIS k̂ of every datum's weights (and, for 2-D data, where the data lie)
 
-All log-likelihoods are in bits per example on the standardised data, as in ``results.json``.
+All log-likelihoods are in bits per example on the standardised data, as in ``results.json``; for
+dequantised images also the discrete bits/dim of DDPM and VDM (``*_discrete_bits_per_dim``, lower is better).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .likelihood import KHAT_THRESHOLD, LN2, LikelihoodEstimate, likelihood_datatree, log_likelihood  # noqa: E402
+from .likelihood import (  # noqa: E402
+    KHAT_THRESHOLD,
+    LN2,
+    LikelihoodEstimate,
+    discrete_bits_per_dim,
+    likelihood_datatree,
+    log_likelihood,
+)
 from .run import load_run  # noqa: E402
 
 
@@ -137,6 +145,11 @@ def print_evaluation(name: str, results: dict, T: int) -> None:
         )
     else:
         print()
+    if "loglik_is_discrete_bits_per_dim" in results:
+        print(
+            "  discrete bits/dim (DDPM's convention, lower is better): "
+            f"IS {results['loglik_is_discrete_bits_per_dim']:.3f}, K {results['K_discrete_bits_per_dim']:.3f}"
+        )
     if math.isnan(results["khat_max"]):
         print(
             f"  PSIS k̂: undefined (a tail fit needs M ≥ 25);  ESS: min {results['ess_min']:.1f}, "
@@ -188,6 +201,11 @@ def evaluate_run(
     if true_lp is not None:
         true_lp = np.asarray(true_lp, np.float64) + standardiser.log_jacobian(diffusion.dim)
     results = summarise(estimate, true_lp)
+    bin_width = loaded.experiment.data.bin_width
+    if bin_width is not None:  # dequantised images: the discrete bits/dim of DDPM and VDM, lower is better
+        for name, log_p in (("K", estimate.K), ("loglik_is", estimate.log_p_hat)):
+            nll = discrete_bits_per_dim(log_p, diffusion.dim, standardiser.scale, bin_width)
+            results[f"{name}_discrete_bits_per_dim"] = float(np.mean(nll))
     results.update(
         split=split,
         seed=seed,

@@ -5,7 +5,7 @@ and the generator's true log-likelihood, samples, and writes into ``out``:
 
     run.json        how the run was made (script, data file and its SHA-256, T, seed, settings, standardiser)
     checkpoint.eqx  the SVI state (atomic; the previous one kept as .prev)
-    results.json    K_bits, K_minus_Lnull_bits, K_stderr_bits, true_loglik_bits, train_seconds, steps, ...
+    results.json    K_bits, K_minus_Lnull_bits, K_stderr_bits, true_loglik_bits, oracle_K_bits, train_seconds, ...
     fit.nc          the ArviZ DataTree (samples, data, per-example bound, training trace, schedule)
     samples.png, trajectories.png, loss.png, betas.png
 """
@@ -28,6 +28,7 @@ from .chains import ForwardChain
 from .data import Split, Standardiser
 from .experiment import Experiment, load_script
 from .kernels import BernoulliMixtureOracle
+from .likelihood import discrete_bits_per_dim
 from .model import AbstractDiffusion, BinomialDiffusion
 from .sample import sample
 from .train import CHECKPOINT, TrainConfig, bound_terms, fit, make_svi
@@ -206,6 +207,10 @@ def report(
         results["oracle_minus_K_stderr_bits"] = float(gain.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     # Results in data units too: log p_raw = log p_std − d·log(scale).
     results["K_bits_data_units"] = results["K_bits"] - split.standardiser.log_jacobian(trained.dim) / LN2
+    bin_width = experiment.data.bin_width
+    if bin_width is not None:  # dequantised images: DDPM's discrete bits/dim, lower is better
+        nll = discrete_bits_per_dim(bits["K"] * LN2, trained.dim, split.standardiser.scale, bin_width)
+        results["K_discrete_bits_per_dim"] = float(np.mean(nll))
     if experiment.paper is not None:
         results["paper_K_bits"] = experiment.paper.K_bits
         results["paper_K_minus_Lnull_bits"] = experiment.paper.K_minus_Lnull_bits
@@ -269,6 +274,10 @@ def print_results(results: dict, experiment: Experiment) -> None:
     )
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, width)))
+    if "K_discrete_bits_per_dim" in results:
+        print(
+            f"  discrete bits/dim of K (DDPM's convention, lower is better): {results['K_discrete_bits_per_dim']:.3f}"
+        )
     if "valid_sample_fraction" in results:
         print(f"  samples that are true sequences: {100 * results['valid_sample_fraction']:.1f}%")
 

@@ -14,6 +14,7 @@ from dpm_ppl import gaussian
 from dpm_ppl.cli import main
 from dpm_ppl.experiment import load_script
 from dpm_ppl.images import ImageData
+from dpm_ppl.likelihood import discrete_bits_per_dim
 from dpm_ppl.model import GaussianDiffusion
 from dpm_ppl.run import load_run
 
@@ -119,6 +120,26 @@ def test_heartbeat_reports_the_best_kernel_of_its_form(tmp_path_factory):
     assert results["oracle_minus_K_bits"] > 4 * results["oracle_minus_K_stderr_bits"] > 0
     assert results["oracle_K_bits"] <= results["true_loglik_bits"]
     assert results["oracle_K_bits"] == pytest.approx(results["K_bits"] + results["oracle_minus_K_bits"], abs=1e-4)
+
+
+def test_image_runs_report_discrete_bits_per_dim(tmp_path_factory, tmp_path):
+    """`dpm fit` and `dpm evaluate` on dequantised images report DDPM's discrete bits/dim,
+    −log₂ p/d + log₂(scale) − log₂(bin width), for K and for the IS estimate."""
+    run = _fitted(ROOT / "models" / "digits.py", tmp_path_factory)
+    results = json.loads((run / "results.json").read_text())
+    loaded = load_run(run)
+    d, scale, width = loaded.diffusion.dim, results["data_scale"], loaded.experiment.data.bin_width
+    K = xr.open_datatree(run / "fit.nc", engine="h5netcdf")["bound"]["K"].values
+    want = np.mean(discrete_bits_per_dim(K * np.log(2), d, scale, width))
+    assert results["K_discrete_bits_per_dim"] == pytest.approx(want, rel=1e-5)
+    args = ["evaluate", str(run), "--num-trajectories", "8", "--num-data", "6", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    ev = json.loads((tmp_path / "evaluation.json").read_text())
+    for name in ("K", "loglik_is"):
+        assert ev[f"{name}_discrete_bits_per_dim"] == pytest.approx(
+            -ev[f"{name}_bits"] / d + np.log2(scale) - np.log2(width), rel=1e-5
+        )
+    assert ev["loglik_is_discrete_bits_per_dim"] <= ev["K_discrete_bits_per_dim"] + 1e-5
 
 
 def test_sample_command(run_dir, tmp_path):
