@@ -1,6 +1,6 @@
 """Data-parallel training: the same steps on 1 device, on 4 simulated CPU devices, and on two processes
 joined by `dpm fit --distributed` through a loopback coordinator reach the same parameters. Importance
-sampling splits each batch of data over the devices and gives the same numbers.
+sampling and sampling split each batch over the devices and give the same numbers.
 
 Each run is its own process (the device count is fixed when JAX starts). Sums over a minibatch split
 across devices are added in another order, so the runs agree to float tolerance, not bit for bit.
@@ -104,32 +104,40 @@ def test_distributed_flags_need_distributed(tmp_path):
     assert main(["fit", "models/swiss_roll.py", "--out", str(tmp_path), "--num-processes", "2"]) == 2
 
 
-# `log_likelihood` on a trained run, recording how many devices each compiled batch ran on
-_IS_PROGRAM = """
-import json, sys, jax, numpy as np
-import dpm_ppl.likelihood as L
+# importance sampling and sampling on a trained run, recording how many devices each compiled batch ran on
+_PROGRAM = """
+import importlib, json, sys, jax, numpy as np
+L, S = (importlib.import_module(f"dpm_ppl.{name}") for name in ("likelihood", "sample"))  # modules, not functions
 from dpm_ppl.run import load_run
-devices, streamed = [], L._streamed
-def spy(*args, **kwargs):
-    out = streamed(*args, **kwargs)
-    devices.append(len(out[0].sharding.device_set))
-    return out
-L._streamed = spy
+devices = {"is": [], "sample": []}
+def spy(name, module, function):
+    def run(*args, **kwargs):
+        out = function(*args, **kwargs)
+        devices[name].append(len(out[0].sharding.device_set))
+        return out
+    setattr(module, function.__name__, run)
+spy("is", L, L._streamed)
+spy("sample", S, S._batch)
 run = load_run(sys.argv[1])
 est = L.log_likelihood(run.diffusion, run.split.test[:37], jax.random.key(3), num_trajectories=40, chunk_size=16,
                        batch_size=10)
-print(json.dumps({"devices": devices, **{k: np.asarray(getattr(est, k)).tolist() for k in ("log_p_hat", "khat")}}))
+drawn = S.sample(run.diffusion, jax.random.key(5), 70, trajectory=True, batch_size=32)
+out = {k: np.asarray(getattr(est, k)).tolist() for k in ("log_p_hat", "khat")}
+out.update(x0=np.asarray(drawn.x0).tolist(), trajectory=np.asarray(drawn.trajectory).tolist(), devices=devices)
+print(json.dumps(out))
 """
 
 
-def test_importance_sampling_splits_data_over_devices(runs):
-    """37 data in batches of 10 → 12 on 4 devices (3 each, the last batch padded): every batch runs on all 4
-    devices and the estimates and k̂ equal the 1-device ones (each datum's trajectories stay on one device)."""
+def test_importance_sampling_and_sampling_split_over_devices(runs):
+    """Importance sampling: 37 data in batches of 10 → 12 on 4 devices (3 each, the last batch padded); every
+    batch runs on all 4 devices, and the estimates and k̂ equal the 1-device ones (each datum's trajectories stay
+    on one device). Sampling: 70 samples in batches of 32: the two full batches run on 4 devices, the last 6 on
+    one, and the draws and trajectories are the 1-device ones."""
     env = {devices: dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
            for devices in (1, 4)}  # fmt: skip
     procs = {
         d: subprocess.Popen(
-            [sys.executable, "-c", _IS_PROGRAM, str(runs["one"][0])],
+            [sys.executable, "-c", _PROGRAM, str(runs["one"][0])],
             cwd=ROOT,
             env=e,
             stdout=subprocess.PIPE,
@@ -143,6 +151,9 @@ def test_importance_sampling_splits_data_over_devices(runs):
         stdout, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
         out[d] = json.loads(stdout.strip().splitlines()[-1])
-    assert out[1]["devices"] == [1] * 4 and out[4]["devices"] == [4] * 4
+    assert out[1]["devices"] == {"is": [1] * 4, "sample": [1] * 3}
+    assert out[4]["devices"] == {"is": [4] * 4, "sample": [4, 4, 1]}
     np.testing.assert_allclose(out[4]["log_p_hat"], out[1]["log_p_hat"], rtol=1e-6)
     np.testing.assert_allclose(out[4]["khat"], out[1]["khat"], rtol=1e-5)
+    np.testing.assert_allclose(out[4]["x0"], out[1]["x0"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[4]["trajectory"], out[1]["trajectory"], rtol=1e-6, atol=1e-6)
