@@ -161,6 +161,11 @@ def fit_experiment(
     return report(experiment, trained, split, result.history, out, key, num_samples=num_samples, steps=config.steps)
 
 
+def _stderr(x: np.ndarray) -> float:
+    """The standard error of a mean over data, sd/√n (ddof = 1; NaN for one datum)."""
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def report(
     experiment: Experiment,
     trained: AbstractDiffusion,
@@ -181,7 +186,7 @@ def report(
         "K_minus_Lnull_bits": float(bits["K_minus_Lnull"].mean()),
         "K_bits_per_dim": float(bits["K"].mean()) / trained.dim,
         "K_minus_Lnull_bits_per_dim": float(bits["K_minus_Lnull"].mean()) / trained.dim,
-        "K_stderr_bits": float(bits["K"].std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "K_stderr_bits": _stderr(bits["K"]),
         "L_null_bits": float(bits["log_null"].mean()),
         "num_heldout": n,
         "steps": steps,
@@ -195,16 +200,16 @@ def report(
     if true_lp is not None:
         true_bits = (np.asarray(true_lp) + split.standardiser.log_jacobian(trained.dim)) / LN2
         results["true_loglik_bits"] = float(true_bits.mean())
-        results["true_loglik_stderr_bits"] = float(true_bits.std(ddof=1) / math.sqrt(len(true_bits)))
+        results["true_loglik_stderr_bits"] = _stderr(true_bits)
         results["gap_to_truth_bits"] = results["true_loglik_bits"] - results["K_bits"]
     ceiling = _ceiling_model(experiment, trained)
     if ceiling is not None:  # the same draws of xᵗ: the difference to the trained K is paired
         best = np.asarray(bound_terms(ceiling, {}, split.test, jax.random.fold_in(key, 2)).bits()["K"])
         results["oracle_K_bits"] = float(best.mean())
-        results["oracle_K_stderr_bits"] = float(best.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        results["oracle_K_stderr_bits"] = _stderr(best)
         gain = best - bits["K"]
         results["oracle_minus_K_bits"] = float(gain.mean())
-        results["oracle_minus_K_stderr_bits"] = float(gain.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        results["oracle_minus_K_stderr_bits"] = _stderr(gain)
     # Results in data units too: log p_raw = log p_std − d·log(scale).
     results["K_bits_data_units"] = results["K_bits"] - split.standardiser.log_jacobian(trained.dim) / LN2
     bin_width = experiment.data.bin_width
