@@ -207,7 +207,7 @@ class BinomialDiffusion(AbstractDiffusion):
     - `event_shape`: the shape of one example, e.g. ``(20,)`` for the heartbeat.
     - `schedule`: the β schedule (fixed).
     - `network`: an Equinox network ``(x, t) -> z`` (one array of the event shape) turned into
-      the reverse rate f_b by `BinomialReverse`, e.g. `dpm_ppl.nn.sigmoid_mlp`.
+      the reverse rate f_b by `BinomialReverse`, e.g. `dpm_ppl.nn.MLPNet(..., heads=1)`.
     - `kernel`: instead of a network, any fixed callable ``(x_t, t) -> logit of f_b`` (e.g.
       `dpm_ppl.kernels.BernoulliOracle`).
     - `base_rate`: p of π = ∏ B(p) and of the forward kernel (paper: 0.5 printed, 0.2 used).

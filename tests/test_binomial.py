@@ -8,6 +8,7 @@ import itertools
 import math
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -420,6 +421,26 @@ def test_untrained_network_kernel_is_the_forward_kernel():
     x0 = jnp.asarray(BinaryHeartbeat().sequences())
     terms = bound_terms(jax.random.key(1), x0, betas, kernel, 1, "trajectory", family=d.family)
     np.testing.assert_allclose(terms.K, terms.log_null, atol=2e-4)
+
+
+def test_papers_heartbeat_network_is_one_line_away():
+    """App. D.1.2's network: 3 hidden layers of 50 sigmoid units shared across t, t not an input, a separate
+    readout per step; with ``rate="paper"`` the reverse rate is f_b = σ(network output) itself."""
+    T_ = 30
+    net = MLPNet(20, T_, width=50, depth=3, activation=jax.nn.sigmoid, time_features=False, heads=1,
+                 key=jax.random.key(0))  # fmt: skip
+    assert [(layer.in_features, layer.out_features) for layer in net.layers] == [(20, 50), (50, 50), (50, 50)]
+    assert net.time_basis is None and net.readout.weight.shape == (T_, 20, 50)
+    readout = jax.random.normal(jax.random.key(1), net.readout.weight.shape)
+    net = eqx.tree_at(lambda n: n.readout.weight, net, readout)
+    d = BinomialDiffusion((20,), HarmonicSchedule(T_), network=net, base_rate=0.2, rate="paper", trainable=False)
+    kernel = d.reverse_kernel(d.betas())
+    x = jnp.asarray(BinaryHeartbeat().sequences()[1])
+    for t in (2, 17, T_):
+        h = x
+        for layer in net.layers:
+            h = jax.nn.sigmoid(layer(h))
+        np.testing.assert_allclose(kernel(x, t), readout[t - 1] @ h, rtol=1e-5, atol=1e-5)
 
 
 BAD_BINARY_SCRIPT = """
