@@ -72,8 +72,10 @@ def sample(
 
     mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
     by_sample = NamedSharding(mesh, PartitionSpec("data"))
-    dynamic, static = eqx.partition(diffusion, eqx.is_array)
-    replicated = eqx.combine(jax.device_put(dynamic, NamedSharding(mesh, PartitionSpec())), static)
+    replicated = diffusion
+    if mesh.size > 1:  # the model's arrays on every device (`eqx.filter_shard` refuses arrays committed to one)
+        dynamic, static = eqx.partition(diffusion, eqx.is_array)
+        replicated = eqx.combine(jax.device_put(dynamic, NamedSharding(mesh, PartitionSpec())), static)
     xs, trajs = [], []
     for i, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
