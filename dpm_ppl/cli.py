@@ -102,7 +102,10 @@ def _query(args: argparse.Namespace) -> None:
         seed=args.seed,
         progress=not args.no_progress,
         num_particles=args.num_particles,
+        num_runs=args.num_runs,
         num_chains=args.num_chains,
+        twist=args.twist,
+        rejuvenate=args.rejuvenate,
     )
 
 
@@ -168,8 +171,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="where to write query.json, posterior.nc and figures (default RUN/query_NAME)")
     q.add_argument("--method", choices=("perturbed", "smc", "nuts"), help="the sampler (default: the script's)")
     q.add_argument("--num-data", type=_positive, help="how many data to query (default: the script's)")
-    q.add_argument("--num-particles", type=_positive, help="particles per run and datum (perturbed, smc)")
-    q.add_argument("--num-chains", type=_positive, help="independent runs (perturbed, smc) or NUTS chains")
+    q.add_argument("--num-particles", type=_positive, help="particles per run and datum (smc, perturbed)")
+    q.add_argument("--num-runs", type=_positive, help="independent runs (smc, perturbed): log Z's error bar")
+    q.add_argument("--num-chains", type=_positive, help="NUTS chains")
+    q.add_argument("--twist", choices=("smoothed", "tds", "noisy"), help="SMC's intermediate targets")
+    q.add_argument("--rejuvenate", type=int, help="SMC: MALA moves per particle and step (Gaussian models)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_query)

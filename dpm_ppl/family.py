@@ -28,17 +28,14 @@ import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Int, PRNGKeyArray
 from numpyro.distributions import constraints
 
-from . import binomial, gaussian
+from . import binomial, gaussian, perturb
 from .data import check_binary, check_data
+from .schedules import alpha_bar, one_minus_alpha_bar
 
 
 __all__ = ["AbstractFamily", "BinomialFamily", "GaussianFamily", "KernelParams"]
 
 KernelParams = Any  # Gaussian: (mean, variance); binomial: the logit of the rate
-
-
-def _sum_event(x: Array, event_ndim: int) -> Array:
-    return jnp.sum(x, axis=tuple(range(-event_ndim, 0))) if event_ndim else x
 
 
 class AbstractFamily(eqx.Module):
@@ -96,6 +93,32 @@ class AbstractFamily(eqx.Module):
     @abc.abstractmethod
     def prior_sample(self, noise: Array) -> Array:
         """A draw of x^T ~ π."""
+
+    @abc.abstractmethod
+    def prior_params(self, shape: tuple[int, ...], dtype: Any) -> KernelParams:
+        """π as a reverse kernel's parameters, every array of ``shape``."""
+
+    @abc.abstractmethod
+    def x0_estimate(self, params: KernelParams, x_t: Array, t: Int[ArrayLike, ""], betas: Array) -> tuple[Array, Array]:
+        """What the reverse kernel at xᵗ says about x⁰: (x̂⁰, V), its mean and variance per coordinate.
+
+        For t ≥ 2 the forward posterior q(xᵗ⁻¹ | xᵗ, x⁰) depends on x⁰ linearly in its mean (Gaussian) or
+        rate (binomial), so a kernel ``params`` = p(xᵗ⁻¹ | xᵗ) is read as that posterior averaged over
+        some p(x⁰ | xᵗ), whose mean and variance this inverts (exact for an exact time reversal). For
+        t = 1 ``params`` is the fixed last step p(x⁰ | x¹), the model's own distribution of x⁰.
+        """
+
+    @abc.abstractmethod
+    def tilt(self, params: KernelParams, grad: Array, curvature: Array) -> KernelParams:
+        """The kernel multiplied by exp(g·x − ½·h·x²) per coordinate: the proposal of a twisted step."""
+
+    @abc.abstractmethod
+    def perturb(self, params: KernelParams, log_r: perturb.LogR, curvature: bool) -> KernelParams:
+        """The paper's perturbed kernel p(x|params)·r(x) (Eq 22, App. C; `dpm_ppl.perturb`)."""
+
+    @abc.abstractmethod
+    def twist_exact(self, params: KernelParams, mask: Array, y: Array, t: Int[ArrayLike, ""], betas: Array):
+        """The kernel multiplied by q(xᵗ_S | x⁰_S = y_S)/π(xᵗ_S) on the coordinates S of ``mask`` (exactly)."""
 
     @abc.abstractmethod
     def log_prior(self, x: Array, event_ndim: int) -> Array:
@@ -162,6 +185,32 @@ class GaussianFamily(AbstractFamily):
 
     def prior_sample(self, noise):
         return noise
+
+    def prior_params(self, shape, dtype):
+        return jnp.zeros(shape, dtype), jnp.ones(shape, dtype)
+
+    def x0_estimate(self, params, x_t, t, betas):
+        mean, var = params
+        t = jnp.asarray(t)
+        abar, oma = alpha_bar(betas), one_minus_alpha_bar(betas)
+        beta_t = betas[jnp.maximum(t, 2) - 1]
+        tt = jnp.maximum(t, 2)
+        c0 = jnp.sqrt(abar[tt - 1]) * beta_t / oma[tt]  # μ̃_t = c0·x⁰ + ct·xᵗ (gaussian.posterior)
+        ct = jnp.sqrt(1.0 - beta_t) * oma[tt - 1] / oma[tt]
+        x0 = (mean - ct * x_t) / c0
+        v0 = jnp.maximum(var - gaussian.posterior_variance(tt, betas), 0.0) / c0**2
+        return jnp.where(t == 1, mean, x0), jnp.where(t == 1, var, v0)
+
+    def tilt(self, params, grad, curvature):
+        mean, var = params
+        precision = 1.0 / var + curvature
+        return mean + grad / precision, 1.0 / precision
+
+    def perturb(self, params, log_r, curvature):
+        return perturb.perturb_gaussian(params, log_r, curvature)
+
+    def twist_exact(self, params, mask, y, t, betas):
+        return perturb.twist_gaussian(params, mask, y, t, betas)
 
     def log_prior(self, x, event_ndim):
         return gaussian.log_prior(x, event_ndim)
@@ -235,6 +284,33 @@ class BinomialFamily(AbstractFamily):
 
     def prior_sample(self, noise):
         return self._draw(jnp.asarray(self.p, noise.dtype), noise)
+
+    def prior_params(self, shape, dtype):
+        return jnp.full(shape, math.log(self.p) - math.log1p(-self.p), dtype)
+
+    def x0_estimate(self, params, x_t, t, betas):
+        t = jnp.asarray(t)
+        tt = jnp.maximum(t, 2)
+        q1, q0 = (
+            jax.nn.sigmoid(binomial.posterior_logit(jnp.full_like(x_t, v), x_t, tt, betas, self.p)) for v in (1, 0)
+        )
+        gap = q1 - q0  # the rate is q0 + x̂·(q1 − q0) (`kernels.BinomialReverse`, rate="x0")
+        safe = jnp.abs(gap) > 1e-6
+        rate = jax.nn.sigmoid(params)
+        x0 = jnp.where(safe, (rate - q0) / jnp.where(safe, gap, 1.0), 0.5)
+        x0 = jnp.clip(jnp.where(t == 1, rate, x0), 0.0, 1.0)
+        return x0, x0 * (1.0 - x0)
+
+    def tilt(self, params, grad, curvature):
+        del curvature  # first order in the log-odds of each bit
+        return params + grad
+
+    def perturb(self, params, log_r, curvature):
+        del curvature
+        return perturb.perturb_binomial(params, log_r)
+
+    def twist_exact(self, params, mask, y, t, betas):
+        return perturb.twist_binomial(params, mask, y, t, betas, self.p)
 
     def log_prior(self, x, event_ndim):
         return binomial.log_prior(x, self.p, event_ndim)

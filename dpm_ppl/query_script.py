@@ -5,7 +5,7 @@ example, noisy copies of held-out data), the default sampler, and optionally a s
 against the truth it hid. ``dpm query SCRIPT --run RUN`` (`run_query`) samples the posterior, prints
 its `arviz_stats.summary` and writes into the output folder:
 
-    query.json     method, log_Z (per datum, nats) and log_Z_stderr, ess_min, khat (max), khat_frac_over_0p7,
+    query.json     sampler, log_Z (per datum, nats) and log_Z_stderr, ess_min, khat (max), khat_frac_over_0p7,
                    rhat_max, seconds,
                    and the script's scores
     posterior.nc   the ArviZ DataTree (posterior, sample_stats, observed_data)
@@ -29,9 +29,10 @@ import jax
 import numpy as np
 
 from . import diagnostics
-from .posterior import METHODS, Posterior, posterior
+from .posterior import Posterior, posterior
 from .query import QueryModel
 from .run import LoadedRun, _write_json, load_run
+from .samplers import SAMPLERS, SMC, AbstractSampler
 
 
 __all__ = ["Observed", "QueryScript", "load_query", "run_query"]
@@ -51,23 +52,21 @@ class QueryScript:
     - `name`: a short name (the default output folder is ``RUN/query_<name>``).
     - `model`: the NumPyro query ``model(diffusion, **observations)`` (`dpm_ppl.query`).
     - `observe`: ``observe(run, key, num_data) -> Observed``, the observations built from a trained run.
-    - `method`: the default sampler (``"perturbed"``, ``"smc"`` or ``"nuts"``).
+    - `sampler`: the default sampler with its options (`dpm_ppl.SMC`, `dpm_ppl.NUTS`, `dpm_ppl.Perturbed`).
     - `num_data`: how many data to query by default.
-    - `options`: further keyword arguments of `dpm_ppl.posterior.posterior`.
     - `score`: ``score(run, observed, x0_draws) -> dict`` of numbers added to ``query.json``.
     """
 
     name: str
     model: QueryModel
     observe: Callable[[LoadedRun, jax.Array, int], Observed]
-    method: str = "smc"
+    sampler: AbstractSampler = dataclasses.field(default_factory=SMC)
     num_data: int = 100
-    options: dict = dataclasses.field(default_factory=dict)
     score: Callable[[LoadedRun, Observed, np.ndarray], dict] | None = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+        if not isinstance(self.sampler, AbstractSampler):
+            raise TypeError(f"`sampler` must be a dpm_ppl sampler such as dpm_ppl.SMC(...), got {self.sampler!r}.")
         if not callable(self.model) or not callable(self.observe):
             raise TypeError("`model` and `observe` must be callables (see inference/denoise_swiss_roll.py).")
 
@@ -95,6 +94,17 @@ def load_query(path: str | Path) -> QueryScript:
     return query
 
 
+def choose_sampler(default: AbstractSampler, method: str | None = None, **options) -> AbstractSampler:
+    """The script's sampler, or a fresh one of class ``method`` (a name of `SAMPLERS`), with the given
+    options (those that are not None) replacing its own; options the sampler does not have are ignored."""
+    if method is not None and method not in SAMPLERS:
+        raise ValueError(f"`method` must be one of {sorted(SAMPLERS)}, got {method!r}.")
+    sampler = default if method in (None, default.name) else SAMPLERS[method]()
+    names = {f.name for f in dataclasses.fields(sampler)}
+    chosen = {k: v for k, v in options.items() if v is not None and k in names}
+    return dataclasses.replace(sampler, **chosen) if chosen else sampler
+
+
 def run_query(
     script: str | Path,
     run: str | Path,
@@ -114,15 +124,13 @@ def run_query(
     key = jax.random.key(seed)
     k_obs, k_post = jax.random.split(key)
     observed = query.observe(loaded, k_obs, num_data or query.num_data)
-    settings = {**query.options, **{k: v for k, v in options.items() if v is not None}}
     result = posterior(
         query.model,
         loaded.diffusion,
         observed.observations,
         key=k_post,
-        method=method or query.method,
+        sampler=choose_sampler(query.sampler, method, **options),
         progress=progress,
-        **settings,
     )
     report = {"script": str(Path(script).resolve()), "run": str(Path(run).resolve()), **result.report()}
     if query.score is not None:
@@ -134,7 +142,7 @@ def run_query(
         None if observed.truth is None else raw(observed.truth),
     )
     diagnostics.plot_posterior(shown, raw(result.x0), raw(loaded.split.test), out / "posterior.png")
-    if result.method == "nuts":
+    if result.sampler == "nuts":
         diagnostics.plot_rank(result.tree, out / "rank.png")
     else:
         diagnostics.plot_ess(result.tree, out / "ess.png")
@@ -144,7 +152,7 @@ def run_query(
 
 
 def _print(report: dict, result: Posterior) -> None:
-    print(f"{report['method']}: {result.seconds:.1f} s")
+    print(f"{report['sampler']}: {result.seconds:.1f} s")
     if report["log_Z"] is not None:
         lz, se = np.asarray(report["log_Z"]), np.asarray(report["log_Z_stderr"])
         print(f"  log Z = log E_p[r(x⁰)]: mean over data {lz.mean():.3f} nats (median stderr {np.median(se):.3f})")
@@ -157,8 +165,8 @@ def _print(report: dict, result: Posterior) -> None:
         f"(> 0.7 for a fraction {fmt(report['khat_frac_over_0p7'])} of runs × data)   "
         f"R-hat max {fmt(report['rhat_max'])}"
     )
-    if result.method == "perturbed" and report["khat"] is not None and report["khat"] > 0.7:
-        print("  k̂ > 0.7: the perturbed sampler is biased here; use --method smc.")
+    for note in result.warnings:
+        print(f"  warning: {note}")
     for name, value in report.get("score", {}).items():
         print(f"  {name}: {value:.4f}")
     summary = result.summary(kind="stats")

@@ -13,6 +13,7 @@ Scores: the fraction of posterior draws that are valid heartbeats, and that equa
 import jax.numpy as jnp
 import numpy as np
 
+import dpm_ppl as dpm
 from dpm_ppl.query import observe_exactly
 from dpm_ppl.query_script import Observed, QueryScript
 
@@ -41,8 +42,7 @@ query = QueryScript(
     name="complete_heartbeat",
     model=model,
     observe=observe,
-    method="smc",
+    sampler=dpm.SMC(num_particles=200, num_runs=4),
     num_data=20,
-    options={"num_particles": 200, "num_chains": 4},
     score=score,
 )

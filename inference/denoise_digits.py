@@ -14,6 +14,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+import dpm_ppl as dpm
 from dpm_ppl.query_script import Observed, QueryScript
 
 
@@ -41,8 +42,7 @@ query = QueryScript(
     name="denoise_digits",
     model=model,
     observe=observe,
-    method="smc",
+    sampler=dpm.SMC(num_particles=200, num_runs=4),
     num_data=16,
-    options={"num_particles": 200, "num_chains": 4},
     score=score,
 )

@@ -17,6 +17,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+import dpm_ppl as dpm
 from dpm_ppl.query_script import Observed, QueryScript
 
 
@@ -59,8 +60,7 @@ query = QueryScript(
     name="denoise_swiss_roll",
     model=model,
     observe=observe,
-    method="smc",
+    sampler=dpm.SMC(num_particles=1_000, num_runs=4),
     num_data=100,
-    options={"num_particles": 1_000, "num_chains": 4},
     score=score,
 )

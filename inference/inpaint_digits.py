@@ -13,6 +13,7 @@ filling them with the training mean (0 in the model's standardised units).
 import jax.numpy as jnp
 import numpy as np
 
+import dpm_ppl as dpm
 from dpm_ppl.query import observe_exactly
 from dpm_ppl.query_script import Observed, QueryScript
 
@@ -45,8 +46,7 @@ query = QueryScript(
     name="inpaint_digits",
     model=model,
     observe=observe,
-    method="smc",
+    sampler=dpm.SMC(num_particles=200, num_runs=4),
     num_data=16,
-    options={"num_particles": 200, "num_chains": 4},
     score=score,
 )

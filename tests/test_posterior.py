@@ -73,7 +73,7 @@ def check_log_Z(result, log_Z):
 
 def test_smc_gaussian_r_matches_conjugate_posterior_and_evidence(key):
     scale = 0.5
-    r = posterior(noisy(scale), MODEL, {"y": Y}, key=key, method="smc", num_particles=1000, num_chains=16)
+    r = posterior(noisy(scale), MODEL, {"y": Y}, key=key, sampler=dpm.SMC(num_particles=1000, num_runs=16))
     mean, var, log_Z = conjugate(Y, scale)
     check_moments(r.x0, mean, var)
     check_log_Z(r, log_Z)
@@ -82,38 +82,12 @@ def test_smc_gaussian_r_matches_conjugate_posterior_and_evidence(key):
     assert r.tree["posterior"]["x0"].dims == ("chain", "draw", "datum", "dim_0")
 
 
-def test_nuts_gaussian_r_matches_conjugate_posterior(key):
-    scale = 0.5
-    r = posterior(
-        noisy(scale),
-        MODEL,
-        {"y": Y},
-        key=key,
-        method="nuts",
-        num_chains=4,
-        num_samples=400,
-        num_warmup=400,
-        progress=False,
-    )
-    mean, var, _ = conjugate(Y, scale)
-    ess = np.asarray(dist_ess(r))
-    check_moments(r.x0, mean, var, ess.min(-1))
-    assert r.rhat_max < 1.05
-    assert int(r.tree["sample_stats"]["diverging"].sum()) == 0
-
-
-def dist_ess(result):
-    import arviz_stats as azs
-
-    return azs.ess(result.tree, var_names=["x0"])["x0"].values  # (datum, dim)
-
-
 def test_perturbed_is_close_where_r_is_smooth_and_flags_its_bias_where_it_is_not(key):
     """Eq 22 drops the factor 1/r(xᵗ) of Eq 21, so the perturbed chain is biased at any finite T; where r
     is smooth relative to the steps the bias is small and its weights say so (k̂ < 0.5), where r is
     sharp the bias is large and k̂ > 0.7 flags it."""
-    smooth = posterior(noisy(3.0), MODEL, {"y": Y}, key=key, method="perturbed", num_particles=2000, num_chains=4)
-    exact = posterior(noisy(3.0), MODEL, {"y": Y}, key=key, method="smc", num_particles=2000, num_chains=4)
+    smooth = posterior(noisy(3.0), MODEL, {"y": Y}, key=key, sampler=dpm.Perturbed(num_particles=2000, num_runs=4))
+    exact = posterior(noisy(3.0), MODEL, {"y": Y}, key=key, sampler=dpm.SMC(num_particles=2000, num_runs=4))
     mean, var, _ = conjugate(Y, 3.0)
     sd = np.sqrt(var)
     bias = np.abs(smooth.x0.reshape(-1, 2, 2).mean(0) - mean)
@@ -121,7 +95,7 @@ def test_perturbed_is_close_where_r_is_smooth_and_flags_its_bias_where_it_is_not
     assert np.all(np.abs(smooth.x0.mean((0, 1)) - exact.x0.mean((0, 1))) < 0.1 * sd)
     assert smooth.khat < 0.5
 
-    sharp = posterior(noisy(0.5), MODEL, {"y": Y}, key=key, method="perturbed", num_particles=2000, num_chains=4)
+    sharp = posterior(noisy(0.5), MODEL, {"y": Y}, key=key, sampler=dpm.Perturbed(num_particles=2000, num_runs=4))
     mean, var, _ = conjugate(Y, 0.5)
     x = sharp.x0.reshape(-1, 2, 2)
     bias = max(np.max(np.abs(x.mean(0) - mean) / np.sqrt(var)), np.max(np.abs(x.var(0) / var - 1.0)))
@@ -136,7 +110,7 @@ def test_inpainting_clamps_observed_coordinates_and_samples_the_conditional(key)
         x0 = diffusion.prior((y.shape[0],))
         observe_exactly("known", x0, y, mask)
 
-    r = posterior(query, MODEL, {"y": Y}, key=key, method="smc", num_particles=1000, num_chains=16)
+    r = posterior(query, MODEL, {"y": Y}, key=key, sampler=dpm.SMC(num_particles=1000, num_runs=16))
     x = r.x0.reshape(-1, 2, 2)
     assert np.all(x[:, :, 0] == np.asarray(Y)[:, 0])  # exactly, every draw
     # the oracle's coordinates are independent: the conditional of the free one is its marginal
@@ -194,7 +168,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_smc_handles_any_observation_model(case, key):
     query, obs, log_r = CASES[case]
-    r = posterior(query, MODEL_1D, obs, key=key, method="smc", num_particles=1000, num_chains=16)
+    r = posterior(query, MODEL_1D, obs, key=key, sampler=dpm.SMC(num_particles=1000, num_runs=16))
     mean, var, log_Z = quadrature(log_r)
     check_moments(r.x0, np.array([[mean]]), np.array([[var]]))
     check_log_Z(r, log_Z)
@@ -226,7 +200,7 @@ def test_binomial_smc_bit_flip_observations_match_closed_form(key):
         x0 = diffusion.prior((y.shape[0],))
         numpyro.sample("y", dist.Bernoulli(probs=eps + (1 - 2 * eps) * x0).to_event(1), obs=y)
 
-    r = posterior(query, B_MODEL, {"y": BITS}, key=key, method="smc", num_particles=1000, num_chains=16)
+    r = posterior(query, B_MODEL, {"y": BITS}, key=key, sampler=dpm.SMC(num_particles=1000, num_runs=16))
     rho = B_ORACLE.marginal_x0()
     y = np.asarray(BITS)
     on, off = rho * np.where(y == 1, 1 - eps, eps), (1 - rho) * np.where(y == 1, eps, 1 - eps)
@@ -242,7 +216,7 @@ def test_binomial_completion_clamps_observed_bits(key):
         x0 = diffusion.prior((y.shape[0],))
         observe_exactly("known", x0, y, mask)
 
-    r = posterior(query, B_MODEL, {"y": BITS}, key=key, method="smc", num_particles=1000, num_chains=16)
+    r = posterior(query, B_MODEL, {"y": BITS}, key=key, sampler=dpm.SMC(num_particles=1000, num_runs=16))
     x = r.x0.reshape(-1, 4)
     assert np.all(x[:, :2] == np.asarray(BITS)[0, :2])
     rho = B_ORACLE.marginal_x0()
@@ -288,23 +262,23 @@ def _nothing_observed(diffusion, y):
 )
 def test_bad_queries_get_clear_errors(query, message, key):
     with pytest.raises(QueryError, match=message):
-        posterior(query, MODEL, {"y": Y}, key=key, method="smc", num_particles=10, num_chains=1)
+        posterior(query, MODEL, {"y": Y}, key=key, sampler=dpm.SMC(num_particles=10, num_runs=1))
 
 
-def test_method_and_family_errors(key):
-    with pytest.raises(ValueError, match="`method` must be one of"):
-        posterior(noisy(1.0), MODEL, {"y": Y}, key=key, method="mcmc")
-    with pytest.raises(QueryError, match="binomial diffusion use method='smc'"):
+def test_sampler_errors(key):
+    with pytest.raises(TypeError, match="`sampler` must be a dpm_ppl sampler"):
+        posterior(noisy(1.0), MODEL, {"y": Y}, key=key, sampler="mcmc")
+    with pytest.raises(ValueError, match="`twist` must be one of"):
+        dpm.SMC(twist="r_at_xt")
+    with pytest.raises(ValueError, match="`num_runs` must be a positive integer"):
+        dpm.SMC(num_runs=0)
+    with pytest.raises(ValueError, match="`rejuvenate`"):
+        dpm.SMC(rejuvenate=-1)
+    with pytest.raises(QueryError, match="binomial states are discrete"):
         posterior(
             lambda d, y: numpyro.sample("y", dist.Bernoulli(probs=0.1 + 0.8 * d.prior((1,))).to_event(1), obs=y),
             B_MODEL,
             {"y": BITS},
             key=key,
-            method="nuts",
+            sampler=dpm.SMC(rejuvenate=2),
         )
-
-    def inpaint(diffusion, y):
-        observe_exactly("known", diffusion.prior((y.shape[0],)), y, jnp.array([True, False]))
-
-    with pytest.raises(QueryError, match="cannot sample under `observe_exactly`"):
-        posterior(inpaint, MODEL, {"y": Y}, key=key, method="nuts")

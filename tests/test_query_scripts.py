@@ -35,11 +35,11 @@ def runs(tmp_path_factory):
 def test_query_script_writes_its_report(runs, tmp_path, script, run, method, capsys):
     out = tmp_path / "q"
     argv = ["query", script, "--run", str(runs / run), "--out", str(out), "--method", method]
-    assert main(argv + ["--num-data", "4", "--num-particles", "64", "--num-chains", "2", "--no-progress"]) == 0
+    assert main(argv + ["--num-data", "4", "--num-particles", "64", "--num-runs", "2", "--no-progress"]) == 0
     report = json.loads((out / "query.json").read_text())
-    for key in ("method", "log_Z", "log_Z_stderr", "ess_min", "khat", "rhat_max", "seconds"):
+    for key in ("sampler", "log_Z", "log_Z_stderr", "ess_min", "khat", "rhat_max", "seconds"):
         assert key in report
-    assert report["method"] == method and len(report["log_Z"]) == 4
+    assert report["sampler"] == method and len(report["log_Z"]) == 4
     assert np.all(np.isfinite(report["log_Z"])) and 0 < report["ess_min"] <= 64
     for name in ("posterior.nc", "posterior.png", "ess.png"):
         assert (out / name).stat().st_size > 0
