@@ -36,6 +36,7 @@ from .model import GaussianDiffusion as GaussianDiffusion
 from .posterior import posterior as posterior
 from .query import observe_exactly as observe_exactly
 from .sample import sample as sample
+from .samplers import NUTS as NUTS
 from .samplers import SMC as SMC
 from .samplers import AbstractSampler as AbstractSampler
 from .samplers import Perturbed as Perturbed

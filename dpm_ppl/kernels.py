@@ -10,6 +10,7 @@ oracles are exact time reversals used to test the mathematics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -21,12 +22,14 @@ from jax.scipy.special import xlogy
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from . import binomial, gaussian
+from .schedules import validate_betas
 
 
 __all__ = [
     "BernoulliMixtureOracle",
     "BernoulliOracle",
     "BinomialReverse",
+    "GaussianMixtureOracle",
     "GaussianOracle",
     "GaussianReverse",
     "IsotropicOracle",
@@ -297,3 +300,199 @@ class BernoulliMixtureOracle(eqx.Module):
         log_one = jax.nn.logsumexp(log_post + jax.nn.log_sigmoid(logit), axis=0)
         log_zero = jax.nn.logsumexp(log_post + jax.nn.log_sigmoid(-logit), axis=0)
         return log_one - log_zero
+
+
+def _float(a: ArrayLike) -> Array:
+    """A concrete float64 numpy array as a JAX array of the default float dtype (float64 under x64)."""
+    return jnp.asarray(a, dtype=jnp.result_type(float))
+
+
+class GaussianMixtureOracle(eqx.Module):
+    """The moment-matched Gaussian reverse kernel for Gaussian-mixture data, exact in its first two moments.
+
+    Data x⁰ ~ Σ_k w_k N(μ_k, diag s_k²). The forward marginals are mixtures of the same components,
+    q(xᵗ | k) = N(√ᾱ_t μ_k, v_{t,k}), v_{t,k} = ᾱ_t s_k² + 1 − ᾱ_t, so the exact reversal
+    q(xᵗ⁻¹ | xᵗ) = Σ_k q(k | xᵗ)·q(xᵗ⁻¹ | xᵗ, k) is a mixture of the Gaussians of `GaussianOracle`
+    (one per component), with responsibilities q(k | xᵗ) ∝ w_k N(xᵗ; √ᾱ_t μ_k, v_{t,k}) (log space).
+    The kernel returns its exact mean and per-coordinate variance,
+
+        mean = Σ_k q(k|xᵗ)·m_k(xᵗ),   variance = Σ_k q(k|xᵗ)·(w_{t,k} + m_k(xᵗ)²) − mean²,
+
+    m_k = a_{t,k} xᵗ + c_{t,k}: the diagonal Gaussian kernel with the highest bound K (Eq 14), whose
+    step terms are cross-entropies E_q[−log p(xᵗ⁻¹|xᵗ)] minimised by matching moments. It is evaluated through
+    the denoiser: since μ̃_t(xᵗ, x⁰) = c0_t x⁰ + ct_t xᵗ (`gaussian.posterior`) is linear in x⁰,
+
+        mean = c0_t·E[x⁰|xᵗ] + ct_t·xᵗ,   variance = β̃_t + c0_t²·Var[x⁰|xᵗ],
+
+    with E[x⁰|xᵗ, k] = μ_k + (√ᾱ_t s_k²/v_{t,k})(xᵗ − √ᾱ_t μ_k), Var[x⁰|xᵗ, k] = s_k²(1−ᾱ_t)/v_{t,k}
+    (`x0_moments`). The same numbers as the per-component a, c, w algebra, but every variance is a
+    sum of non-negative terms (≥ β̃_t by construction): float32 `v_{t−1} − cov²/v_t` loses the ~10⁻⁴
+    variance of the early steps. With s_k isotropic per component (``std`` a scalar or shape (K,))
+    the per-call work is four (K, d) matrix products and O(K + d) elementwise; with ``std`` of shape
+    (K, d) it is O(K·d) elementwise.
+
+    How close the model is to the data: the reverse conditionals are mixtures, the kernel only
+    matches their moments, so p(x⁰) (π = N(0, I), this kernel for t = T…2, the fixed last step) is
+    not the mixture. For d = 2, three components (means (−1.5, 0), (1.5, 0.5), (0, 1.8); std 0.3,
+    0.5, (0.2, 0.6); weights 0.5, 0.3, 0.2) and DDPM linear β from 10⁻⁴ to 0.02 with T = 1000, the
+    mean of log p_model(x⁰) − log p_mixture(x⁰) over 256 exact draws (importance sampling, M = 128)
+    is −0.0004 ± 0.0004 nats, and the bound K is 0.0024 nats below log p_mixture
+    (tests/test_mixture_oracle.py asserts > −0.01 at M = 32). With components 6× narrower
+    (std 0.05, 0.1, (0.02, 0.1)) it is −0.0003 ± 0.009 at T = 1000 but −0.14 ± 0.03 at T = 100 with
+    β from 10⁻³ to 0.2: the Gaussian approximation needs small steps.
+
+    **Arguments:**
+
+    - `betas`: the schedule β₁…β_T.
+    - `means`: the component means μ_k, shape ``(K, d)``.
+    - `weights`: the mixture weights w_k (normalised here), shape ``(K,)``; default uniform.
+    - `std`: the component standard deviations s_k: a scalar, shape ``(K,)`` (isotropic per
+      component) or ``(K, d)`` (diagonal).
+    """
+
+    betas: Float[Array, " T"]
+    means: Float[Array, "K d"]
+    log_weights: Float[Array, " K"]
+    std: Float[Array, "K d"]
+    center: Float[Array, " d"]
+    centred: Float[Array, "K d"]
+    centred_sq: Float[Array, "K d"]
+    centred_norm2: Float[Array, " K"]
+    var0: Float[Array, "K _"]
+    log_det: Float[Array, "T+1 K"]
+    sqrt_abar: Float[Array, " T+1"]
+    one_minus_abar: Float[Array, " T+1"]
+    coef_x0: Float[Array, " T+1"]
+    coef_xt: Float[Array, " T+1"]
+    beta_tilde: Float[Array, " T+1"]
+    isotropic: bool = eqx.field(static=True)
+
+    def __init__(self, betas: ArrayLike, means: ArrayLike, weights: ArrayLike | None = None, std: ArrayLike = 1.0):
+        b = validate_betas(np.asarray(betas))
+        mu = np.asarray(means, np.float64)
+        if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1 or not np.isfinite(mu).all():
+            raise ValueError(
+                f"`means` must be a finite array of shape (K, d), one row per component, got shape {mu.shape}. "
+                "For one component in d dimensions pass `means[None]`."
+            )
+        K, d = mu.shape
+        w = np.full(K, 1.0 / K) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (K,) or not np.isfinite(w).all() or not (w >= 0).all() or not w.sum() > 0:
+            raise ValueError(
+                f"`weights` must be {K} finite non-negative numbers (one per component of `means`), not all 0; "
+                f"got {weights!r}."
+            )
+        s = np.asarray(std, np.float64)
+        if s.shape not in ((), (K,), (K, d)):
+            raise ValueError(
+                f"`std` must be a scalar, shape ({K},) (one per component) or ({K}, {d}) (per component and "
+                f"coordinate), got shape {s.shape}. For a per-coordinate std shared by the components pass "
+                f"`np.broadcast_to(std, ({K}, {d}))`."
+            )
+        if not (np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError(f"`std` must be finite and > 0 everywhere, got {std!r}.")
+        s = np.broadcast_to(s.reshape(s.shape + (1,) * (2 - s.ndim)) if s.ndim < 2 else s, (K, d))
+        self.isotropic = bool((s == s[:, :1]).all())
+        abar = np.concatenate([[1.0], np.cumprod(1.0 - b)])
+        oma = -np.expm1(np.concatenate([[0.0], np.cumsum(np.log1p(-b))]))
+        beta = np.concatenate([[0.0], b])  # row t holds step t (row 0 unused)
+        oma_prev = np.concatenate([[0.0], oma[:-1]])
+        safe = np.where(oma > 0, oma, 1.0)
+        coef_x0 = np.where(oma > 0, np.sqrt(np.concatenate([[1.0], abar[:-1]])) * beta / safe, 0.0)
+        coef_xt = np.where(oma > 0, np.sqrt(1.0 - beta) * oma_prev / safe, 1.0)
+        center = (w / w.sum()) @ mu
+        centred = mu - center
+        self.betas = _float(b)
+        self.means = _float(mu)
+        self.log_weights = _float(np.log(w / w.sum()))
+        self.std = _float(s)
+        self.center = _float(center)
+        self.centred = _float(centred)
+        self.centred_sq = _float(centred**2)
+        self.centred_norm2 = _float((centred**2).sum(-1))
+        self.var0 = _float(s[:, :1] ** 2 if self.isotropic else s**2)
+        # Σ_j log v_{t,k,j} for t = 0…T (float64, once, a step at a time): no (K, d) logarithms per call
+        if self.isotropic:
+            log_det = d * np.log(abar[:, None] * s[None, :, 0] ** 2 + oma[:, None])
+        else:
+            log_det = np.stack([np.log(a * s**2 + o).sum(-1) for a, o in zip(abar, oma)])
+        self.log_det = _float(log_det)
+        self.sqrt_abar = _float(np.sqrt(abar))
+        self.one_minus_abar = _float(oma)
+        self.coef_x0 = _float(coef_x0)
+        self.coef_xt = _float(coef_xt)
+        self.beta_tilde = _float(np.where(oma > 0, oma_prev * beta / safe, 0.0))
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def _log_joint(self, x_t: Array, t: Array) -> tuple[Array, Array, Array]:
+        """log w_k + log q(xᵗ | k) up to −(d/2)·log 2π, xᵗ centred as xᵗ − √ᾱ_t μ̄, and 1/v_{t,k}."""
+        r, oma = self.sqrt_abar[t], self.one_minus_abar[t]
+        inv = 1.0 / (r**2 * self.var0 + oma)  # (K, 1) or (K, d)
+        xc = x_t - r * self.center
+        if self.isotropic:
+            inv = inv[:, 0]
+            sq = jnp.sum(xc**2) - 2.0 * r * (self.centred @ xc) + r**2 * self.centred_norm2  # ‖xᵗ − √ᾱ μ_k‖²
+            sq = jnp.maximum(sq, 0.0) * inv
+        else:
+            sq = jnp.sum((xc - r * self.centred) ** 2 * inv, axis=-1)
+        return self.log_weights - 0.5 * (self.log_det[t] + sq), xc, inv
+
+    def log_marginal(self, x_t: ArrayLike, t: Int[ArrayLike, ""]) -> Array:
+        """log q(xᵗ) = log Σ_k w_k N(xᵗ; √ᾱ_t μ_k, v_{t,k}), the forward marginal at step t (t = 0: the data),
+        for ``x_t`` of shape ``(..., d)``."""
+        x = jnp.asarray(x_t, self.means.dtype)
+        flat = x.reshape((-1, self.dim))
+        log_joint = jax.vmap(lambda xi: self._log_joint(xi, jnp.asarray(t))[0])(flat)
+        out = jax.nn.logsumexp(log_joint, axis=-1) - 0.5 * self.dim * math.log(2 * math.pi)
+        return out.reshape(x.shape[:-1])
+
+    def log_prob_x0(self, x0: ArrayLike) -> Array:
+        """The mixture's exact log density log Σ_k w_k N(x⁰; μ_k, diag s_k²) (nats), ``x0`` of shape ``(..., d)``."""
+        return self.log_marginal(x0, 0)
+
+    def sample_x0(self, key: Array, n: int) -> Float[Array, "n d"]:
+        """``n`` exact draws of x⁰: a component k ~ w, then μ_k + s_k·ε."""
+        k_comp, k_noise = jax.random.split(key)
+        k = jax.random.categorical(k_comp, self.log_weights, shape=(n,))
+        eps = jax.random.normal(k_noise, (n, self.dim), self.means.dtype)
+        return self.means[k] + self.std[k] * eps
+
+    def x0_moments(self, x_t: Array, t: Int[ArrayLike, ""]) -> tuple[Array, Array]:
+        """(E[x⁰ | xᵗ], Var[x⁰ | xᵗ]) per coordinate, one example: the exact denoiser of the forward chain.
+
+        Per component, E[x⁰|xᵗ,k] = μ̄ + λ_k μ'_k + κ_k x'  (μ' = μ − μ̄, x' = xᵗ − √ᾱ_t μ̄, λ = (1−ᾱ_t)/v,
+        κ = √ᾱ_t s²/v) and Var[x⁰|xᵗ,k] = s_k² λ_k; the mixture's variance adds the spread
+        Σ_k q(k|xᵗ)(E[x⁰|xᵗ,k] − E[x⁰|xᵗ])², formed from centred terms.
+        """
+        t = jnp.asarray(t)
+        log_joint, xc, inv = self._log_joint(x_t, t)
+        resp = jax.nn.softmax(log_joint)
+        r, oma = self.sqrt_abar[t], self.one_minus_abar[t]
+        if self.isotropic:
+            var0 = self.var0[:, 0]
+            lam, kap = oma * inv, r * var0 * inv  # (K,)
+            kap_bar = resp @ kap
+            dkap = kap - kap_bar
+            shift = (resp * lam) @ self.centred  # Σ q(k) λ_k μ'_k
+            mean = shift + kap_bar * xc
+            spread = (
+                jnp.maximum((resp * lam**2) @ self.centred_sq - shift**2, 0.0)
+                + 2.0 * xc * ((resp * dkap * lam) @ self.centred)
+                + (resp @ dkap**2) * xc**2
+            )
+            within = resp @ (var0 * lam)
+        else:
+            comp = inv * (oma * self.centred + r * self.var0 * xc)  # λ_k μ'_k + κ_k x', (K, d)
+            mean = resp @ comp
+            spread = resp @ (comp - mean) ** 2
+            within = oma * (resp @ (self.var0 * inv))
+        return self.center + mean, within + spread
+
+    def __call__(self, x_t: Array, t: Int[ArrayLike, ""]) -> tuple[Array, Array]:
+        t = jnp.asarray(t)
+        e, var = self.x0_moments(x_t, t)
+        c0 = self.coef_x0[t]
+        return c0 * e + self.coef_xt[t] * x_t, self.beta_tilde[t] + c0**2 * var

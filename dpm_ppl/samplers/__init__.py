@@ -2,8 +2,9 @@
 
 from ._base import AbstractSampler as AbstractSampler
 from ._result import Posterior as Posterior
+from .nuts import NUTS as NUTS
 from .perturbed import Perturbed as Perturbed
 from .smc import SMC as SMC
 
 
-SAMPLERS: dict[str, type[AbstractSampler]] = {cls.name: cls for cls in (SMC, Perturbed)}
+SAMPLERS: dict[str, type[AbstractSampler]] = {cls.name: cls for cls in (SMC, NUTS, Perturbed)}

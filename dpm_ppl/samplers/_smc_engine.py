@@ -265,7 +265,7 @@ def run(
         lp0, g0 = log_target(x)
         carry = (x, lp0, g0, jnp.zeros((N, B), dtype))
         (x, _, _, acc), _ = jax.lax.scan(sweep, carry, jax.random.split(key, rejuvenate))
-        return x, jnp.mean(acc, axis=0) / rejuvenate
+        return x, jnp.mean(acc, axis=0) / rejuvenate  # (B,)
 
     def step(carry, t, k, last_new):
         """Move every particle xᵗ → xᵗ⁻¹ and weigh it; ``last_new``: t − 1 = 1 (evaluated with the last step)."""
@@ -299,8 +299,7 @@ def run(
         x_new, latents, ev_new, parent = gather((x_new, latents, ev_new, ev.params), idx, B)
         log_w = jnp.where(do[None, :], -jnp.log(N), log_w)
         if rejuvenate:
-            x_new, acc = mala(k_move, x_new, parent, latents, t_new, last_new, eps)
-            accept = jnp.mean(acc, axis=0)
+            x_new, accept = mala(k_move, x_new, parent, latents, t_new, last_new, eps)
             eps = jnp.clip(eps * jnp.exp(accept - _TARGET_ACCEPT), 1e-3, 2.0)
             ev_new = evaluate(x_new, latents, t_new, last_new)
         return (x_new, latents, log_w, log_Z + step_Z, ev_new, eps), (ess, do, nan, accept)
