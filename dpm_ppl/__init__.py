@@ -19,6 +19,7 @@ from .image_net import ImageNet as ImageNet
 from .kernels import BernoulliMixtureOracle as BernoulliMixtureOracle
 from .kernels import BernoulliOracle as BernoulliOracle
 from .kernels import BinomialReverse as BinomialReverse
+from .kernels import GaussianMixtureOracle as GaussianMixtureOracle
 from .kernels import (
     GaussianOracle as GaussianOracle,
 )
@@ -34,6 +35,7 @@ from .model import AbstractDiffusion as AbstractDiffusion
 from .model import BinomialDiffusion as BinomialDiffusion
 from .model import GaussianDiffusion as GaussianDiffusion
 from .posterior import posterior as posterior
+from .pretrained import DenoiserKernel as DenoiserKernel
 from .query import observe_exactly as observe_exactly
 from .sample import sample as sample
 from .samplers import NUTS as NUTS

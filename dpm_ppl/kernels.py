@@ -329,7 +329,8 @@ class GaussianMixtureOracle(eqx.Module):
     sum of non-negative terms (≥ β̃_t by construction): float32 `v_{t−1} − cov²/v_t` loses the ~10⁻⁴
     variance of the early steps. With s_k isotropic per component (``std`` a scalar or shape (K,))
     the per-call work is four (K, d) matrix products and O(K + d) elementwise; with ``std`` of shape
-    (K, d) it is O(K·d) elementwise.
+    (K, d) it is O(K·d) elementwise (v_{t,k} depends on each particle's t). For 2000 particles at
+    d = 800, K = 25 (jitted, vmapped, 2 busy CPU cores): ~7–12 ms a call isotropic, ~0.6 s diagonal.
 
     How close the model is to the data: the reverse conditionals are mixtures, the kernel only
     matches their moments, so p(x⁰) (π = N(0, I), this kernel for t = T…2, the fixed last step) is
@@ -437,7 +438,8 @@ class GaussianMixtureOracle(eqx.Module):
             sq = jnp.sum(xc**2) - 2.0 * r * (self.centred @ xc) + r**2 * self.centred_norm2  # ‖xᵗ − √ᾱ μ_k‖²
             sq = jnp.maximum(sq, 0.0) * inv
         else:
-            sq = jnp.sum((xc - r * self.centred) ** 2 * inv, axis=-1)
+            # the barrier keeps XLA (CPU) from re-fusing the (K, d) reduction into each use in the softmax (2× faster)
+            sq = jax.lax.optimization_barrier(jnp.sum((xc - r * self.centred) ** 2 * inv, axis=-1))
         return self.log_weights - 0.5 * (self.log_det[t] + sq), xc, inv
 
     def log_marginal(self, x_t: ArrayLike, t: Int[ArrayLike, ""]) -> Array:
