@@ -8,7 +8,6 @@ smoothed twist is the exact p(y | xᵗ).
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -256,3 +255,61 @@ def test_heavy_tailed_runs_are_flagged(key):
             noisy, model, {"y": Y3}, key=key, sampler=dpm.SMC(num_particles=30, num_runs=8, twist="noisy")
         )
     assert r.warnings
+
+
+# -- a Gaussian mixture prior: the exact posterior of a linear inverse problem --------------------
+
+
+def test_smc_on_a_mixture_prior_matches_its_exact_posterior(key):
+    """Prior Σ w_k N(μ_k, I) (exact reversal moments: `GaussianMixtureOracle`), one noisy projection
+    y = a·x⁰ + σε: the posterior is the mixture of N(m_k, Σ) with weights ∝ w_k N(y; a·μ_k, σ² + |a|²)."""
+    T = 100
+    betas = np.linspace(1e-4, 0.2, T)
+    means = np.array([[-3.0, 0.0], [3.0, 0.5], [0.0, 3.0]])
+    w = np.array([0.5, 0.3, 0.2])
+    oracle = dpm.GaussianMixtureOracle(betas, means, w, std=1.0)
+    model = dpm.GaussianDiffusion((2,), dpm.ArraySchedule(betas), kernel=oracle)
+    a, sigma, y = np.array([1.0, 0.6]), 0.5, 0.8  # y is between two modes: a bimodal posterior
+
+    def query(diffusion, y):
+        x0 = diffusion.prior((1,))
+        numpyro.sample("y", dist.Normal(x0 @ jnp.asarray(a), sigma), obs=y)
+
+    r = dpm.posterior(query, model, {"y": jnp.array([y])}, key=key, sampler=dpm.SMC(500, 8))
+    cov = np.linalg.inv(np.eye(2) + np.outer(a, a) / sigma**2)
+    m_k = (cov @ (a[:, None] * y / sigma**2 + means.T)).T
+    log_e = np.log(w) + stats.norm.logpdf(y, means @ a, np.sqrt(sigma**2 + a @ a))
+    post_w = np.exp(log_e - log_e.max())
+    post_w /= post_w.sum()
+    mean = post_w @ m_k
+    second = cov + (post_w[:, None, None] * np.einsum("ki,kj->kij", m_k, m_k)).sum(0)
+    var = np.diag(second) - mean**2
+    x = r.x0[:, :, 0]  # (run, draw, 2)
+    run_mean, run_var = x.mean(1), x.var(1)
+    se_m, se_v = run_mean.std(0, ddof=1) / np.sqrt(8), run_var.std(0, ddof=1) / np.sqrt(8)
+    assert np.all(np.abs(run_mean.mean(0) - mean) < N_SE * se_m + 0.02), (run_mean.mean(0), mean, se_m)
+    assert np.all(np.abs(run_var.mean(0) - var) < N_SE * se_v + 0.02), (run_var.mean(0), var, se_v)
+    exact = np.log(np.exp(log_e - log_e.max()).sum()) + log_e.max()
+    assert abs(r.log_Z[0] - exact) < N_SE * r.log_Z_stderr[0] + 0.01, (r.log_Z, exact, r.log_Z_stderr)
+
+
+def test_a_pretrained_denoiser_is_a_model_for_queries(key):
+    """`DenoiserKernel` from an ε-predictor (here the exact one of N(m, s²) data, with variance β̃_t) is
+    a model like any other: SMC's evidence on it matches plain Monte Carlo over its own samples."""
+    T = 20
+    betas = dpm.GeometricSchedule(T, 1e-3, 0.5)()
+    abar = np.asarray(alpha_bar(betas))
+
+    def eps_hat(x_t, t):  # E[ε | xᵗ] for x⁰ ~ N(M3, S3²)
+        a = jnp.asarray(abar)[t]
+        x0 = M3 + S3**2 * jnp.sqrt(a) / (a * S3**2 + 1 - a) * (x_t - jnp.sqrt(a) * M3)
+        return (x_t - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+
+    kernel = dpm.DenoiserKernel(eps_hat, betas, predicts="eps", variance="beta_tilde")
+    model = dpm.GaussianDiffusion((3,), dpm.ArraySchedule(betas), kernel=kernel)
+    r = dpm.posterior(noisy, model, {"y": Y3}, key=key, sampler=dpm.SMC(300, 8))
+    # reference: Z = E_p[r(x⁰)] by plain Monte Carlo over the denoiser model's own exact samples
+    x0 = np.asarray(dpm.sample(model, key, 40_000).x0, np.float64)
+    r_x = np.exp(stats.norm.logpdf(Y3, x0, SIGMA).sum(-1))
+    ref, ref_se = np.log(r_x.mean()), r_x.std() / (np.sqrt(len(r_x)) * r_x.mean())
+    assert abs(r.log_Z[0] - ref) < N_SE * np.hypot(r.log_Z_stderr[0], ref_se), (r.log_Z, ref, ref_se)
