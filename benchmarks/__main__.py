@@ -3,6 +3,7 @@
 python -m benchmarks            # the full run: ~15 min on 2 shared CPU cores
 python -m benchmarks --quick    # fewer repeats and sizes: ~5 min on 2 idle cores, ~10 when shared
 python -m benchmarks --no-peer  # without the PyTorch peer (no Python 3.11 venv needed)
+python -m benchmarks posterior  # the posterior benchmark (benchmarks/posterior.py; its own section of RESULTS.md)
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _git() -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["posterior"]:
+        from . import posterior
+
+        return posterior.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (~5 min on 2 idle cores)")
     p.add_argument("--preset", choices=sorted(suite.PRESETS), help=argparse.SUPPRESS)  # "tiny" for the tests
@@ -118,7 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
     results["bars"] = report.bars(results)
     text = report.render(results)
     print(text)
-    args.out.write_text(text)
+    # the posterior benchmark's section (`python -m benchmarks posterior`) is kept as it was
+    from .posterior import existing_section, splice
+
+    kept = existing_section(args.out.read_text()) if args.out.exists() else None
+    args.out.write_text(splice(text, kept) if kept else text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     _log(f"wrote {args.out} ({results['meta']['seconds']:.0f} s)")

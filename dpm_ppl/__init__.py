@@ -64,3 +64,13 @@ try:
     __version__ = version("dpm_ppl")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
+
+
+def __getattr__(name: str):
+    """`load_run` (a run folder written by ``dpm fit``) is imported on first use: it brings in the
+    training and reporting stack, which queries on a model in memory never need."""
+    if name == "load_run":
+        from .run import load_run
+
+        return load_run
+    raise AttributeError(f"module 'dpm_ppl' has no attribute {name!r}")
