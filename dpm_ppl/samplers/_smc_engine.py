@@ -48,7 +48,6 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.smc import resampling
 from jaxtyping import Array, PRNGKeyArray
 
 from ..chains import apply_kernel
@@ -97,6 +96,9 @@ def _finite(x: Array) -> Array:
 
 def resample_indices(key: PRNGKeyArray, log_w: Array, joint: bool) -> Array:
     """Systematic resampling (BlackJAX) along N, per datum (one uniform for all data when joint): ``(N, B)``."""
+    from blackjax.smc import resampling  # here, not at import: importing blackjax compiles, which would fix
+    # JAX's persistent-cache folder before `dpm_ppl.compile_cache.enable` could choose it
+
     N, B = log_w.shape
     keys = jnp.broadcast_to(key, (B,)) if joint else jax.random.split(key, B)
     weights = jax.nn.softmax(log_w, axis=0)
