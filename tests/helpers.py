@@ -134,3 +134,17 @@ def perturbed_mlp(dim: int, num_steps: int, seed: int, *, width: int = 16, depth
     weight = scale * jax.random.normal(k_w, net.readout.weight.shape)
     bias = scale * jax.random.normal(k_b, net.readout.bias.shape)
     return eqx.tree_at(lambda n: (n.readout.weight, n.readout.bias), net, (weight, bias))
+
+
+# -- the 2-D linear-Gaussian oracle of the posterior-query tests -------------------------------
+
+
+def query_oracle(T: int = 10):
+    """(betas, oracle, model, y) of the query tests: the Gaussian oracle of N([0.5, −1], diag(0.7, 1.3)²) data
+    under a geometric schedule, its fixed-kernel model, and two observations."""
+    import dpm_ppl as dpm
+
+    betas = dpm.GeometricSchedule(T, 1e-3, 0.5)()
+    oracle = dpm.GaussianOracle(betas, np.array([0.5, -1.0]), np.array([0.7, 1.3]))
+    model = dpm.GaussianDiffusion((2,), dpm.ArraySchedule(betas), kernel=oracle)
+    return betas, oracle, model, np.array([[1.0, 0.0], [-0.5, 2.0]], np.float32)

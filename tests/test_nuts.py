@@ -12,7 +12,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from helpers import N_SE, mean_se, var_se
+from helpers import N_SE, mean_se, query_oracle, var_se
 from numpyro.infer.util import log_density
 
 import dpm_ppl as dpm
@@ -21,12 +21,9 @@ from dpm_ppl.samplers.nuts import NOISE, NUTS, _whitened_model, trajectory_from_
 
 
 T = 10
-BETAS = dpm.GeometricSchedule(T, 1e-3, 0.5)()
-M, S = np.array([0.5, -1.0]), np.array([0.7, 1.3])
-ORACLE = dpm.GaussianOracle(BETAS, M, S)
-MODEL = dpm.GaussianDiffusion((2,), dpm.ArraySchedule(BETAS), kernel=ORACLE)
+BETAS, ORACLE, MODEL, Y = query_oracle(T)
+Y = jnp.asarray(Y)
 MU0, S20 = ORACLE.marginal_x0()
-Y = jnp.array([[1.0, 0.0], [-0.5, 2.0]])
 FAST = dict(num_chains=2, num_samples=30, num_warmup=30)
 
 

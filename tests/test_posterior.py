@@ -13,7 +13,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from helpers import N_SE
+from helpers import N_SE, query_oracle
 from scipy import stats
 
 import dpm_ppl as dpm
@@ -22,12 +22,9 @@ from dpm_ppl.query import QueryError, observe_exactly
 
 
 T = 10
-BETAS = dpm.GeometricSchedule(T, 1e-3, 0.5)()
-M, S = np.array([0.5, -1.0]), np.array([0.7, 1.3])
-ORACLE = dpm.GaussianOracle(BETAS, M, S)
-MODEL = dpm.GaussianDiffusion((2,), dpm.ArraySchedule(BETAS), kernel=ORACLE)
+BETAS, ORACLE, MODEL, Y = query_oracle(T)
+Y = jnp.asarray(Y)
 MU0, S20 = ORACLE.marginal_x0()
-Y = jnp.array([[1.0, 0.0], [-0.5, 2.0]])
 
 
 def noisy(scale):
