@@ -544,6 +544,12 @@ def summarise(rows: list[dict], settings: Settings) -> dict:
     return cells
 
 
+def _default_smc(cells: dict, cell: tuple[int, int, int]) -> tuple[dict | None, dict | None]:
+    """A cell's results and its default SMC's (None where not measured)."""
+    c = cells.get(cell)
+    return c, None if c is None else c["methods"].get("smoothed")
+
+
 def targets(cells: dict, settings: Settings) -> list[list[str]]:
     """(target, measured, met) for every cell of the grid; cells without default-SMC results say so."""
     out = []
@@ -551,8 +557,7 @@ def targets(cells: dict, settings: Settings) -> list[list[str]]:
     for d, dy, T in grid:
         bar = TARGET_DY1 if dy == 1 else TARGET_DY2
         what = f"default SMC SW within {bar}× the exact-vs-exact floor, d = {d}, d_y = {dy}, T = {T}"
-        c = cells.get((d, dy, T))
-        m = None if c is None else c["methods"].get("smoothed")
+        c, m = _default_smc(cells, (d, dy, T))
         if m is None:
             out.append([what, "not measured", "—"])
             continue
@@ -570,8 +575,7 @@ def targets(cells: dict, settings: Settings) -> list[list[str]]:
         if d != 800 or T != 1000:
             continue
         what = f"default SMC, 20 problems at d = 800, d_y = {dy}, T = 1000 within {TARGET_CELL_SECONDS / 60:.0f} min"
-        c = cells.get((d, dy, T))
-        m = None if c is None else c["methods"].get("smoothed")
+        c, m = _default_smc(cells, (d, dy, T))
         if m is None:
             out.append([what, "not measured", "—"])
             continue
@@ -609,8 +613,18 @@ def render(rows: list[dict], settings: Settings, meta: dict) -> str:
         f"Written by `{meta['command']}` — regenerate with it (`--report-only` rewrites the tables from "
         f"`{meta['results']}`, which keeps one JSON line per finished problem and method and lets a re-run resume).",
         "",
-        f"- date: {meta['date']}; git: {meta['git']}",
-        f"- machine: {meta['machine']}; load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}",
+        f"- date: {meta['date']}; git: {meta['git']}"
+        + (
+            " (tables rewritten with `--report-only`; the problems were run earlier, see the notes)"
+            if meta["report_only"]
+            else ""
+        ),
+        f"- machine: {meta['machine']}"
+        + (
+            ""
+            if meta["report_only"]
+            else f"; load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}"
+        ),
         f"- device: {meta['device']}",
         f"- settings: {_settings_line(settings, methods['nuts'])}",
         "",
@@ -780,6 +794,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = _load(args.results)
     meta = _meta(command.strip(), args.results, load_start)
     meta["notes"] = args.note
+    meta["report_only"] = args.report_only
     section = render(rows, settings, meta)
     print(section)
     text = args.markdown.read_text() if args.markdown.exists() else "# Benchmark results\n"

@@ -30,7 +30,6 @@ from numpyro.distributions import constraints
 
 from . import binomial, gaussian, perturb
 from .data import check_binary, check_data
-from .schedules import alpha_bar, one_minus_alpha_bar
 
 
 __all__ = ["AbstractFamily", "BinomialFamily", "GaussianFamily", "KernelParams"]
@@ -192,11 +191,8 @@ class GaussianFamily(AbstractFamily):
     def x0_estimate(self, params, x_t, t, betas):
         mean, var = params
         t = jnp.asarray(t)
-        abar, oma = alpha_bar(betas), one_minus_alpha_bar(betas)
-        beta_t = betas[jnp.maximum(t, 2) - 1]
-        tt = jnp.maximum(t, 2)
-        c0 = jnp.sqrt(abar[tt - 1]) * beta_t / oma[tt]  # μ̃_t = c0·x⁰ + ct·xᵗ (gaussian.posterior)
-        ct = jnp.sqrt(1.0 - beta_t) * oma[tt - 1] / oma[tt]
+        tt = jnp.maximum(t, 2)  # t = 1: the last step is x⁰'s own distribution
+        c0, ct = gaussian.posterior_coefficients(tt, betas)
         x0 = (mean - ct * x_t) / c0
         v0 = jnp.maximum(var - gaussian.posterior_variance(tt, betas), 0.0) / c0**2
         return jnp.where(t == 1, mean, x0), jnp.where(t == 1, var, v0)

@@ -30,6 +30,8 @@ __all__ = [
     "log_prior",
     "marginal",
     "posterior",
+    "posterior_coefficients",
+    "interpolate_variance",
     "posterior_variance",
 ]
 
@@ -53,16 +55,28 @@ def posterior_variance(t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> Arra
     return oma[t - 1] * betas[t - 1] / oma[t]
 
 
+def posterior_coefficients(t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> tuple[Array, Array]:
+    """(c0, ct) of the forward posterior mean μ̃_t = c0·x⁰ + ct·xᵗ, for t ≥ 2:
+    c0 = √ᾱ_{t−1}·β_t/(1−ᾱ_t), ct = √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t)."""
+    abar, oma = alpha_bar(betas), one_minus_alpha_bar(betas)
+    beta_t = betas[t - 1]
+    return jnp.sqrt(abar[t - 1]) * beta_t / oma[t], jnp.sqrt(1.0 - beta_t) * oma[t - 1] / oma[t]
+
+
 def posterior(x0: Array, xt: Array, t: Int[ArrayLike, ""], betas: Float[Array, " T"]) -> tuple[Array, Array]:
     """q(xᵗ⁻¹ | xᵗ, x⁰) = N(μ̃_t, β̃_t I) (paper-spec §3.2), for t ≥ 2: returns (mean, variance).
 
-    μ̃_t = √ᾱ_{t−1}·β_t/(1−ᾱ_t)·x⁰ + √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t)·xᵗ.
+    μ̃_t = √ᾱ_{t−1}·β_t/(1−ᾱ_t)·x⁰ + √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t)·xᵗ (`posterior_coefficients`).
     """
-    abar, oma = alpha_bar(betas), one_minus_alpha_bar(betas)
-    beta_t = betas[t - 1]
-    mean = (jnp.sqrt(abar[t - 1]) * beta_t / oma[t]) * x0 + (jnp.sqrt(1.0 - beta_t) * oma[t - 1] / oma[t]) * xt
-    var = oma[t - 1] * beta_t / oma[t]
-    return mean, jnp.broadcast_to(var, jnp.shape(mean))
+    c0, ct = posterior_coefficients(t, betas)
+    mean = c0 * x0 + ct * xt
+    return mean, jnp.broadcast_to(posterior_variance(t, betas), jnp.shape(mean))
+
+
+def interpolate_variance(v: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> Array:
+    """exp(v·log upper + (1−v)·log lower): a variance between the entropy bounds β̃_t ≤ · ≤ β_t (Eq 24) for v
+    in [0, 1] (the learned variance of improved DDPM, Nichol & Dhariwal 2021, Eq 15)."""
+    return jnp.exp(v * jnp.log(upper) + (1.0 - v) * jnp.log(lower))
 
 
 def last_step(x1: Array, beta1: ArrayLike) -> tuple[Array, Array]:

@@ -91,7 +91,7 @@ class GaussianReverse(eqx.Module):
         z_mu, z_sigma = self.network(x_t, t)
         lower, upper = self.variance_bounds(t)
         v = jax.nn.sigmoid(z_sigma)
-        var = jnp.exp(v * jnp.log(upper) + (1.0 - v) * jnp.log(lower))
+        var = gaussian.interpolate_variance(v, lower, upper)
         return _MEANS[self.mean](x_t, z_mu, upper, var), var
 
 

@@ -160,5 +160,5 @@ class DenoiserKernel(eqx.Module):
         elif self.variance == "beta":
             var = jnp.broadcast_to(beta, x_t.shape)
         else:
-            var = jnp.broadcast_to(jnp.exp(v * jnp.log(beta) + (1.0 - v) * jnp.log(beta_tilde)), x_t.shape)
+            var = jnp.broadcast_to(gaussian.interpolate_variance(v, beta_tilde, beta), x_t.shape)
         return mean, var
