@@ -4,6 +4,7 @@ python -m benchmarks            # the full run: ~15 min on 2 shared CPU cores
 python -m benchmarks --quick    # fewer repeats and sizes: ~5 min on 2 idle cores, ~10 when shared
 python -m benchmarks --no-peer  # without the PyTorch peer (no Python 3.11 venv needed)
 python -m benchmarks posterior  # the posterior benchmark (benchmarks/posterior.py; its own section of RESULTS.md)
+python -m benchmarks tabular    # your own tables: defaults against a Gaussian and a GMM (benchmarks/tabular.py)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from . import likelihood, report, suite
+from . import likelihood, report, sections, suite
 from . import peer as peer_mod
 
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
         from . import posterior
 
         return posterior.main(argv[1:])
+    if argv[:1] == ["tabular"]:
+        from . import tabular
+
+        return tabular.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (~5 min on 2 idle cores)")
     p.add_argument("--preset", choices=sorted(suite.PRESETS), help=argparse.SUPPRESS)  # "tiny" for the tests
@@ -124,11 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["bars"] = report.bars(results)
     text = report.render(results)
     print(text)
-    # the posterior benchmark's section (`python -m benchmarks posterior`) is kept as it was
-    from .posterior import existing_section, splice
-
-    kept = existing_section(args.out.read_text()) if args.out.exists() else None
-    args.out.write_text(splice(text, kept) if kept else text)
+    # the sections of `python -m benchmarks posterior` and `... tabular` are kept as they were
+    args.out.write_text(sections.keep_sections(text, args.out.read_text()) if args.out.exists() else text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     _log(f"wrote {args.out} ({results['meta']['seconds']:.0f} s)")

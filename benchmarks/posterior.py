@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .sections import markers, splice
+
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "posterior_results.jsonl"
 MARKDOWN = HERE / "RESULTS.md"
-BEGIN, END = "<!-- posterior:begin -->", "<!-- posterior:end -->"
+BEGIN, END = markers("posterior")
 
 NUM_DIRECTIONS = 100  # of the sliced Wasserstein distance
 GRID = 5  # components on a GRID × GRID lattice
@@ -687,19 +689,6 @@ def render(rows: list[dict], settings: Settings, meta: dict) -> str:
     return "\n".join(L)
 
 
-def splice(text: str, section: str) -> str:
-    """``text`` with the marked posterior section replaced by ``section`` (appended if absent)."""
-    i, j = text.find(BEGIN), text.find(END)
-    if i >= 0 and j > i:
-        return text[:i] + section + text[j + len(END) :]
-    return text.rstrip("\n") + "\n\n" + section + "\n"
-
-
-def existing_section(text: str) -> str | None:
-    i, j = text.find(BEGIN), text.find(END)
-    return text[i : j + len(END)] if i >= 0 and j > i else None
-
-
 # --------------------------------------------------------------------------------------------------
 # Command line
 
@@ -798,6 +787,6 @@ def main(argv: list[str] | None = None) -> dict:
     section = render(rows, settings, meta)
     print(section)
     text = args.markdown.read_text() if args.markdown.exists() else "# Benchmark results\n"
-    args.markdown.write_text(splice(text, section))
+    args.markdown.write_text(splice(text, section, "posterior"))
     _log(f"wrote the posterior section of {args.markdown} ({time.perf_counter() - t0:.0f} s)")
     return {"rows": rows, "cells": summarise(rows, settings), "settings": settings}

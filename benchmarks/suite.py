@@ -102,7 +102,7 @@ class Setup:
         self.config = experiment.train
         self.diffusion = experiment.model(jax.random.key(0), T)
         self.svi = make_svi(self.diffusion, self.config)
-        self.x = jnp.asarray(SwissRoll(num_train=max(batch, 2), num_test=16).split(0).train[:batch])
+        self.x = jnp.asarray(SwissRoll(num_train=2 * max(batch, 2), num_test=16).split(0).train[:batch])
         self.state = self.svi.init(jax.random.key(1), self.x)
         self.params = self.svi.get_params(self.state)
         self.hand = hw.from_dpm(self.params, self.diffusion.network)

@@ -66,11 +66,25 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 
-def __getattr__(name: str):
-    """`load_run` (a run folder written by ``dpm fit``) is imported on first use: it brings in the
-    training and reporting stack, which queries on a model in memory never need."""
-    if name == "load_run":
-        from .run import load_run
+# The training and run-folder stack, imported on first use: queries on a model in memory never need it.
+_LAZY = {
+    "Experiment": "experiment",
+    "TrainConfig": "train",
+    "fit": "train",
+    "fit_experiment": "run",
+    "load_run": "run",
+}
 
-        return load_run
+
+def __getattr__(name: str):
+    """`fit`, `TrainConfig`, `Experiment`, `fit_experiment` and `load_run` (a run folder written by ``dpm fit``)
+    are imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'dpm_ppl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

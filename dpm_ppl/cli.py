@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -47,29 +49,31 @@ def _fit(args: argparse.Namespace) -> None:
         num_steps=args.T,
         batch_size=args.batch_size,
         resume=args.resume,
+        force=args.force,
         progress=not args.no_progress,
         num_samples=args.num_samples,
         data=args.data,
+        columns=args.columns,
     )
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from . import diagnostics
-    from .run import load_run
+    from .run import load_run, write_figures
     from .sample import sample
 
     run = load_run(args.run)
-    out = Path(args.out) if args.out else Path(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "sample"
     out.mkdir(parents=True, exist_ok=True)
     drawn = sample(run.diffusion, jax.random.key(args.seed), args.num_samples, trajectory=args.trajectory)
     x0 = np.asarray(drawn.x0)
     arrays = {"x0": x0, "x0_data_units": run.split.standardiser.inverse(x0)}
     if drawn.trajectory is not None:
         arrays["trajectory"] = np.asarray(drawn.trajectory)
-    np.savez(out / "samples.npz", **arrays)
-    raw = run.split.standardiser.inverse  # figures in data units
-    diagnostics.plot_samples(raw(run.split.test[: args.num_samples]), arrays["x0_data_units"], out / "samples.png")
-    print(f"wrote {args.num_samples} samples to {out / 'samples.npz'} and {out / 'samples.png'}")
+    tmp = out / "samples.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out / "samples.npz")
+    write_figures(run.experiment, run.diffusion, run.split, x0, out)
+    print(f"wrote {args.num_samples} samples and their figures to {out}/ (samples.npz, samples.png)")
     for name, value in run.experiment.data.sample_summary(arrays["x0_data_units"]).items():
         print(f"  {name}: {value:.4f}")
 
@@ -106,6 +110,7 @@ def _query(args: argparse.Namespace) -> None:
         num_chains=args.num_chains,
         twist=args.twist,
         rejuvenate=args.rejuvenate,
+        observations=args.observations,
     )
 
 
@@ -134,7 +139,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--T", type=_positive, help="diffusion steps T (default: the script's)")
     f.add_argument("--batch-size", type=_positive)
     f.add_argument("--num-samples", type=_positive, default=5_000, help="samples drawn for figures")
-    f.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    f.add_argument(
+        "--columns", help="models/tabular.py: the columns to model, names or indices, comma-separated (e.g. 1,2,-1)"
+    )
+    f.add_argument("--resume", action="store_true", help="continue the same run from the run folder's checkpoint")
+    f.add_argument(
+        "--force", action="store_true", help="write into a folder holding another run (its files are deleted)"
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument(
         "--distributed", action="store_true",
@@ -150,13 +161,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--num-samples", type=_positive, default=1_000)
     s.add_argument("--trajectory", action="store_true", help="also save whole reverse trajectories")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="where to write (default: the run folder)")
+    s.add_argument("--out", help="where to write samples.npz and the figures (default RUN/sample)")
     s.set_defaults(func=_sample)
 
     e = sub.add_parser("evaluate", help="estimate log p(x⁰) by importance sampling over forward trajectories")
     e.add_argument("run", help="a run folder written by `dpm fit`")
     e.add_argument("--num-trajectories", type=_positive, default=1_000, help="M, trajectories per datum")
-    e.add_argument("--split", choices=("test", "train"), default="test", help="which data to evaluate")
+    e.add_argument(
+        "--split", choices=("test", "val", "train"), default="test",
+        help="which data to evaluate (read from the run folder; files of val and train are suffixed _val, _train)",
+    )  # fmt: skip
     e.add_argument("--num-data", type=_positive, help="evaluate the first N data of the split (default: all)")
     e.add_argument("--chunk-size", type=_positive, default=128, help="trajectories per datum evaluated at once")
     e.add_argument("--batch-size", type=_positive, default=64, help="data per compiled call")
@@ -171,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="where to write query.json, posterior.nc and figures (default RUN/query_NAME)")
     q.add_argument("--method", choices=("perturbed", "smc", "nuts"), help="the sampler (default: the script's)")
     q.add_argument("--num-data", type=_positive, help="how many data to query (default: the script's)")
+    q.add_argument(
+        "--observations", metavar="FILE",
+        help="your own observations in data units instead of the script's: an .npz of arrays named after the "
+        "query model's arguments, or a .csv/.npy table for its single argument (NaN where the script allows it)",
+    )  # fmt: skip
     q.add_argument("--num-particles", type=_positive, help="particles per run and datum (smc, perturbed)")
     q.add_argument("--num-runs", type=_positive, help="independent runs (smc, perturbed): log Z's error bar")
     q.add_argument("--num-chains", type=_positive, help="NUTS chains")
@@ -194,16 +213,36 @@ def _enable_compile_cache(path: str | None) -> None:
         print(f"dpm: warning: {err} Going on without the cache.", file=sys.stderr)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # SIGTERM ends it as Ctrl-C does
     try:
         _enable_compile_cache(args.compile_cache)
         args.func(args)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, no traceback
+        from .train import TrainingInterrupted
+
+        if os.environ.get("DPM_DEBUG"):
+            raise
+        if isinstance(err, TrainingInterrupted):
+            hint = getattr(err, "resume_command", None)
+            print(f"dpm {args.command}: {err}" + (f"\nresume with: {hint}" if hint else ""), file=sys.stderr)
+        else:
+            print(f"dpm {args.command}: interrupted ({err or 'SIGINT'}) before it finished.", file=sys.stderr)
+        return 130
     except (ValueError, OSError, TypeError, FloatingPointError) as err:
         if os.environ.get("DPM_DEBUG"):
             raise
         print(f"dpm {args.command}: error: {err}\n(set DPM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

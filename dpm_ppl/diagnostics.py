@@ -7,10 +7,16 @@ Results land as an `xarray.DataTree` (ArviZ 1.x's data model), written to netCDF
 - ``bound``: the bound's terms per held-out example, in bits (dims: datum);
 - ``training``: the training trace (loss in bits per example by step; held-out K by step);
 - ``schedule``: β_t by t.
+
+Figures of rows of numbers (tabular data): `plot_pairs` (a corner plot of data against samples),
+`plot_marginals` (each column's histograms) and `plot_intervals` (posterior intervals of imputed
+entries against the truth). New figures are drawn on `matplotlib.figure.Figure` objects, which need no
+pyplot state, and returned.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +26,7 @@ matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -28,7 +35,10 @@ __all__ = [
     "plot_betas",
     "plot_ess",
     "plot_images",
+    "plot_intervals",
     "plot_loss",
+    "plot_marginals",
+    "plot_pairs",
     "plot_posterior",
     "plot_rank",
     "plot_samples",
@@ -154,11 +164,12 @@ def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> Non
     plt.close(fig)
 
 
-def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path) -> None:
+def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path, units: str | None = None) -> None:
     """The paper's Fig. 1: forward trajectory (top) and reverse trajectory (bottom) at t = 0, T/2, T
     (binary data as rasters of sequences).
 
-    ``forward`` and ``reverse`` are x⁰…x^T, shape (T + 1, num_points, d).
+    ``forward`` and ``reverse`` are x⁰…x^T, shape (T + 1, num_points, d); ``units`` names them in the title
+    (e.g. the standardised units of columns scaled one by one, where data units would squash x⁰ to a line).
     """
     T = forward.shape[0] - 1
     ts = [0, T // 2, T]
@@ -184,18 +195,31 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
             continue
         _scatter(axes[0, j], forward[t], f"forward $q(x^{{{t}}})$", "tab:blue")
         _scatter(axes[1, j], reverse[t], f"reverse $p(x^{{{t}}})$", "tab:orange")
+    if units is not None:
+        fig.suptitle(f"first two coordinates, {units}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_loss(history: dict, path: str | Path) -> None:
-    """The training bound (minibatch estimate) and the held-out K against steps, in bits."""
+    """The training bound (minibatch estimate) and the validation K against steps, in bits, with the step
+    whose parameters were kept (best validation K) marked."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(history["step"], -np.asarray(history["loss_bits"]), lw=0.8, label="training K (minibatch)")
-    ax.plot(history["eval_step"], history["eval_K_bits"], "o-", label="held-out K")
-    lo = np.percentile(-np.asarray(history["loss_bits"]), 5) if history["loss_bits"] else 0
-    ax.set_ylim(bottom=lo)
+    train = -np.asarray(history["loss_bits"], np.float64)
+    val = np.asarray(history["eval_K_bits"], np.float64)
+    ax.plot(history["step"], train, lw=0.8, label="training K (minibatch)")
+    ax.plot(history["eval_step"], val, "o-", ms=3, label="validation K")
+    best = history.get("best_step")
+    if best is not None:
+        ax.axvline(best, ls="--", c="grey", lw=0.8, label=f"kept: step {best}")
+    # the early transient would squash the curves: from the lower 5th percentile of the two to the top
+    curves = [c[np.isfinite(c)] for c in (train, val) if np.isfinite(c).any()]
+    if curves:
+        lo = min(np.percentile(c, 5) for c in curves)
+        hi = max(c.max() for c in curves)
+        pad = 0.05 * (hi - lo) + 1e-9
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("step")
     ax.set_ylabel("bits per example")
     ax.legend()
@@ -219,86 +243,355 @@ def plot_betas(betas: np.ndarray, path: str | Path, initial: np.ndarray | None =
     plt.close(fig)
 
 
-def plot_posterior(observed, draws: np.ndarray, background: np.ndarray, path: str | Path, shown: int = 6) -> None:
+def _datum_like(x, datum_shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """``x`` as a float array of one value per coordinate of the data (datum, *event), else None with a warning."""
+    if x is None:
+        return None
+    x = np.asarray(x, np.float64)
+    if x.shape != tuple(datum_shape):
+        warnings.warn(
+            f"posterior.png: `{what}` has shape {x.shape}, not one value per coordinate of x⁰ {tuple(datum_shape)}; "
+            "it is not drawn.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return x
+
+
+def _known(observations: dict, y: np.ndarray | None, datum_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Which coordinates of ``y`` are observed: the query's ``mask`` (if it fits) and not NaN."""
+    if y is None:
+        return None
+    known = np.isfinite(y)
+    mask = observations.get("mask")
+    if mask is not None:
+        try:
+            known &= np.broadcast_to(np.asarray(mask, bool), datum_shape)
+        except ValueError:
+            warnings.warn(f"posterior.png: `mask` of shape {np.shape(mask)} does not fit the data; ignored.",
+                          RuntimeWarning, stacklevel=3)  # fmt: skip
+    return known
+
+
+def plot_posterior(
+    observed,
+    draws: np.ndarray,
+    background: np.ndarray,
+    path: str | Path,
+    shown: int = 6,
+    names: list[str] | None = None,
+) -> Figure:
     """A posterior query's answer: observations, hidden truth and posterior draws.
 
     ``observed`` is a `dpm_ppl.query_script.Observed` (its ``observations["y"]``, ``["mask"]`` and
-    ``truth`` are drawn when present); ``draws`` has shape (chain, draw, datum, *event). 2-D data: the
-    model's data in grey, each observation linked to its posterior mean, and the draws of a few data;
-    binary sequences: rasters of truth, observation (grey = unobserved), posterior mean and one draw.
+    ``truth`` are drawn when they hold one value per coordinate of x⁰; entries that are NaN or outside
+    ``mask`` are hidden, and never drawn as observed); ``draws`` has shape (chain, draw, datum, *event).
+    2-D data: the model's data in grey, each observation linked to its posterior mean, and the draws of a
+    few data; binary sequences: rasters of truth, observation (grey = unobserved), posterior mean and one
+    draw; images: grids; other rows of numbers: for a few data, each column's posterior draws (box plots,
+    in units of the held-out data's column mean and sd) with the observed values and the truth.
     """
-    flat = draws.reshape((-1,) + draws.shape[2:])
-    flat = flat.reshape(flat.shape[:2] + (-1,))  # (draws, datum, dim)
-    y = observed.observations.get("y")
-    y = None if y is None else _flat(np.asarray(y))
-    truth = None if observed.truth is None else _flat(observed.truth)
+    draws = np.asarray(draws)
+    datum_shape = draws.shape[2:]
+    y = _datum_like(observed.observations.get("y"), datum_shape, "y")
+    known = _known(observed.observations, y, datum_shape)
+    truth = _datum_like(observed.truth, datum_shape, "truth")
     if draws.ndim >= 5 and _is_image(draws[0, 0]):  # (chain, draw, datum, [C,] H, W)
-        _plot_posterior_images(observed, draws, path)
-        return
-    if _is_binary(flat):
-        mask = observed.observations.get("mask")
-        shown_y = y if mask is None else np.where(np.broadcast_to(np.asarray(mask), y.shape), y, 0.5)
-        panels = [
-            ("truth", truth),
-            ("observed (grey: unknown)", shown_y),
-            ("posterior mean", flat.mean(0)),
-            ("one posterior draw", flat[0]),
-        ]
-        panels = [(t, a) for t, a in panels if a is not None]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 5), sharey=True)
-        for ax, (title, a) in zip(axes, panels):
-            _raster(ax, a, title, 50)
+        fig = _plot_posterior_images(y, known, truth, draws)
     else:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
-        mean = flat.mean(0)
-        for ax in axes:
-            bg = _flat(background)
-            ax.scatter(bg[:, 0], bg[:, 1], s=1, color="0.8", label="data")
-            ax.set_aspect("equal")
-        if y is not None:
-            for a, b in zip(y, mean):
-                axes[0].plot([a[0], b[0]], [a[1], b[1]], color="0.5", lw=0.5)
-            axes[0].scatter(y[:, 0], y[:, 1], s=10, marker="x", color="tab:red", label="observation")
-        if truth is not None:
-            axes[0].scatter(truth[:, 0], truth[:, 1], s=8, color="tab:green", label="truth")
-        axes[0].scatter(mean[:, 0], mean[:, 1], s=8, color="tab:blue", label="posterior mean")
-        axes[0].legend(loc="upper right", fontsize=7)
-        axes[0].set_title("observations pulled to their posterior means")
-        for i in range(min(shown, flat.shape[1])):
-            color = f"C{i}"
-            axes[1].scatter(flat[:300, i, 0], flat[:300, i, 1], s=2, alpha=0.5, color=color)
-            if y is not None:
-                axes[1].scatter(y[i, 0], y[i, 1], s=40, marker="x", color=color)
-        axes[1].set_title(f"posterior draws of {min(shown, flat.shape[1])} data (x: observation)")
+        flat = draws.reshape((-1,) + datum_shape)
+        flat = flat.reshape(flat.shape[:2] + (-1,))  # (draws, datum, dim)
+        y = None if y is None else _flat(np.where(known, y, np.nan))
+        truth = None if truth is None else _flat(truth)
+        if _is_binary(flat):
+            fig = _plot_posterior_binary(y, truth, flat)
+        elif flat.shape[-1] == 2:
+            fig = _plot_posterior_2d(y, truth, flat, _flat(background), shown)
+        else:
+            fig = _plot_posterior_columns(y, truth, flat, _flat(background), shown, names)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def _plot_posterior_images(observed, draws: np.ndarray, path: str | Path, num_data: int = 16) -> None:
+def _plot_posterior_binary(y, truth, flat) -> Figure:
+    panels = [
+        ("truth", truth),
+        ("observed (grey: unknown)", None if y is None else np.where(np.isnan(y), 0.5, y)),
+        ("posterior mean", flat.mean(0)),
+        ("one posterior draw", flat[0]),
+    ]
+    panels = [(t, a) for t, a in panels if a is not None]
+    fig = Figure(figsize=(3 * len(panels), 5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, (title, a) in zip(axes, panels):
+        _raster(ax, a, title, 50)
+    return fig
+
+
+def _plot_posterior_2d(y, truth, flat, bg, shown) -> Figure:
+    fig = Figure(figsize=(10, 5))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    mean = flat.mean(0)
+    for ax in axes:
+        ax.scatter(bg[:, 0], bg[:, 1], s=1, color="0.8", label="data")
+        ax.set_aspect("equal")
+    if y is not None:  # NaN (hidden) coordinates are not drawn
+        for a, b in zip(y, mean):
+            axes[0].plot([a[0], b[0]], [a[1], b[1]], color="0.5", lw=0.5)
+        axes[0].scatter(y[:, 0], y[:, 1], s=10, marker="x", color="tab:red", label="observation")
+    if truth is not None:
+        axes[0].scatter(truth[:, 0], truth[:, 1], s=8, color="tab:green", label="truth")
+    axes[0].scatter(mean[:, 0], mean[:, 1], s=8, color="tab:blue", label="posterior mean")
+    axes[0].legend(loc="upper right", fontsize=7)
+    axes[0].set_title("observations pulled to their posterior means")
+    n = min(shown, flat.shape[1])
+    for i in range(n):
+        color = f"C{i}"
+        axes[1].scatter(flat[:300, i, 0], flat[:300, i, 1], s=2, alpha=0.5, color=color)
+        if y is not None:
+            axes[1].scatter(y[i, 0], y[i, 1], s=40, marker="x", color=color)
+    axes[1].set_title(f"posterior draws of {n} data (x: observation)")
+    return fig
+
+
+def _plot_posterior_columns(y, truth, flat, bg, shown, names, max_columns: int = 20) -> Figure:
+    """Rows of numbers: per datum, each column's draws standardised by the held-out column mean and sd."""
+    d = flat.shape[-1]
+    k = min(d, max_columns)
+    n = min(shown, flat.shape[1])
+    centre = np.nanmean(bg, 0) if len(bg) else np.zeros(d)
+    spread = np.nanstd(bg, 0) if len(bg) > 1 else np.ones(d)
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+
+    def z(a):
+        return (a[..., :k] - centre[:k]) / spread[:k]
+
+    labels = _labels(names, d)[:k]
+    fig = Figure(figsize=(max(7.0, 0.45 * k + 2), 2.2 * n + 0.8))
+    axes = np.atleast_1d(fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
+    pos = np.arange(k)
+    for i, ax in enumerate(axes):
+        d_i = z(flat[:, i])
+        ok = [col[np.isfinite(col)] for col in d_i.T]
+        ax.boxplot(ok, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "tab:blue"})
+        if truth is not None:
+            ax.scatter(pos, z(truth[i]), s=18, color="tab:green", zorder=3, label="truth")
+        if y is not None:  # hidden entries are NaN: not drawn
+            ax.scatter(pos, z(y[i]), s=30, marker="x", color="tab:red", zorder=4, label="observed")
+        ax.set_ylabel(f"datum {i}")
+        ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
+        if i == 0 and (truth is not None or y is not None):
+            ax.legend(loc="upper right", fontsize=7)
+    axes[-1].set_xticks(pos, labels, rotation=60 if k > 6 else 0, ha="right" if k > 6 else "center", fontsize=8)
+    more = f" (first {k} of {d} columns)" if k < d else ""
+    title = f"posterior draws per column{more}\nas (x − mean)/sd of the held-out column (box 25–75%, whiskers 1.5 IQR)"
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _plot_posterior_images(y, known, truth, draws: np.ndarray, num_data: int = 16) -> Figure:
     """Image queries: truth, observation (unknown pixels black), posterior mean and two draws, as grids."""
     flat = draws.reshape((-1,) + draws.shape[2:])[:, :num_data]
-    y = observed.observations.get("y")
-    truth = observed.truth
     ref = truth if truth is not None else flat[0]
-    lo, hi = np.percentile(np.asarray(ref), [0.5, 99.5])
+    lo, hi = np.nanpercentile(np.asarray(ref), [0.5, 99.5])
     panels = []
     if truth is not None:
         panels.append(("truth", np.asarray(truth)[:num_data]))
     if y is not None:
-        y = np.asarray(y)[:num_data]
-        mask = observed.observations.get("mask")
-        panels.append(("observed", y if mask is None else np.where(np.asarray(mask), y, lo)))
+        panels.append(("observed", np.where(known, y, lo)[:num_data]))
     panels += [("posterior mean", flat.mean(0)), ("posterior draw", flat[0]), ("another draw", flat[-1])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3))
+    fig = Figure(figsize=(2.6 * len(panels), 3))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, x) in zip(axes, panels):
         grid = _grid(x, lo, hi, cols=4, rows=4)
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
+    return fig
+
+
+# -- tabular data -----------------------------------------------------------------------------------
+
+
+def _labels(names: list[str] | None, d: int) -> list[str]:
+    """Column labels: the names given (when there is one per column), else ``column j``."""
+    if names is not None and len(names) == d:
+        return [str(n) for n in names]
+    if names is not None:
+        warnings.warn(f"{len(names)} column names for {d} columns: numbered instead.", RuntimeWarning, stacklevel=3)
+    return [f"column {j}" for j in range(d)]
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a)]
+
+
+def _bins(*columns: np.ndarray, num: int = 30) -> np.ndarray:
+    values = np.concatenate([_finite(c) for c in columns]) if columns else np.zeros(0)
+    if values.size == 0:
+        return np.linspace(-0.5, 0.5, num + 1)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not hi > lo:
+        lo, hi = values.min() - 0.5, values.max() + 0.5
+    return np.linspace(lo, hi, num + 1)
+
+
+def _histograms(ax, data: np.ndarray, samples: np.ndarray) -> None:
+    """One column: the data's histogram (filled) and the samples' (line) on shared bins, as densities."""
+    bins = _bins(data, samples)
+    a, b = _finite(data), _finite(samples)
+    if a.size:
+        ax.hist(a, bins, density=True, color="tab:blue", alpha=0.45, label="held-out data")
+    if b.size:
+        ax.hist(b, bins, density=True, histtype="step", color="tab:orange", lw=1.2, label="model samples")
+    else:
+        ax.text(0.5, 0.5, "no finite samples", transform=ax.transAxes, ha="center", fontsize=7)
+    ax.set_yticks([])
+
+
+def _subsample(x: np.ndarray, n: int) -> np.ndarray:
+    return x if len(x) <= n else x[np.linspace(0, len(x) - 1, n).astype(int)]
+
+
+def plot_pairs(data: np.ndarray, samples: np.ndarray, path: str | Path, names: list[str] | None = None,
+               max_columns: int = 8) -> Figure:  # fmt: skip
+    """A corner plot of held-out data (blue) against model samples (orange): histograms on the diagonal,
+    scatters below it, for the first ``max_columns`` columns (the title says which when there are more).
+
+    ``data`` and ``samples`` have shape (n, *event), flattened to columns; ``names`` labels the columns.
+    """
+    data, samples = _flat(np.asarray(data, np.float64)), _flat(np.asarray(samples, np.float64))
+    d = data.shape[1]
+    if samples.shape[1] != d:
+        raise ValueError(f"`data` has {d} columns but `samples` {samples.shape[1]}.")
+    k = max(1, min(d, int(max_columns)))
+    labels = _labels(names, d)[:k]
+    fig = Figure(figsize=(min(16.0, 1.9 * k + 1.2),) * 2)
+    axes = fig.subplots(k, k, squeeze=False)
+    a, b = _subsample(data, 2_000), _subsample(samples, 2_000)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.set_visible(False)
+                continue
+            if i == j:
+                _histograms(ax, data[:, i], samples[:, i])
+            else:
+                ax.scatter(a[:, j], a[:, i], s=1, alpha=0.3, color="tab:blue", rasterized=True)
+                ax.scatter(b[:, j], b[:, i], s=1, alpha=0.3, color="tab:orange", rasterized=True)
+                ax.set_xlim(*_bins(data[:, j], samples[:, j])[[0, -1]])
+                ax.set_ylim(*_bins(data[:, i], samples[:, i])[[0, -1]])
+            if i == k - 1:
+                ax.set_xlabel(labels[j], fontsize=8)
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(labels[i], fontsize=8)
+            elif j > 0:
+                ax.set_yticklabels([])
+            ax.tick_params(labelsize=6)
+    if k == 1:
+        axes[0, 0].set_xlabel(labels[0], fontsize=8)
+    axes[0, 0].legend(loc="upper right", fontsize=6)
+    title = "held-out data (blue) and model samples (orange)"
+    if k < d:
+        title += f": the first {k} of {d} columns ({', '.join(labels)})"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_marginals(data: np.ndarray, samples: np.ndarray, path: str | Path, names: list[str] | None = None) -> Figure:
+    """Each column's histogram, held-out data (filled) against model samples (line), on shared bins
+    (the first 48 columns; the title says so when there are more)."""
+    data, samples = _flat(np.asarray(data, np.float64)), _flat(np.asarray(samples, np.float64))
+    d = data.shape[1]
+    if samples.shape[1] != d:
+        raise ValueError(f"`data` has {d} columns but `samples` {samples.shape[1]}.")
+    k = min(d, 48)
+    labels = _labels(names, d)
+    cols = min(k, 6)
+    rows = -(-k // cols)
+    fig = Figure(figsize=(2.6 * cols, 2.1 * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for j, ax in enumerate(axes):
+        if j >= k:
+            ax.set_visible(False)
+            continue
+        _histograms(ax, data[:, j], samples[:, j])
+        ax.set_title(labels[j], fontsize=8)
+        ax.tick_params(labelsize=6)
+    axes[0].legend(loc="upper right", fontsize=6)
+    more = f" (the first {k} of {d} columns)" if k < d else ""
+    fig.suptitle(f"marginals: held-out data and model samples{more}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_intervals(intervals: dict, path: str | Path, truth: np.ndarray | None = None,
+                   names: list[str] | None = None, max_entries: int = 30) -> Figure:  # fmt: skip
+    """Posterior intervals of hidden entries (imputation), one panel per column, against the truth.
+
+    ``intervals`` holds equal-length 1-D sequences over the hidden entries: ``row`` (the datum), ``column``
+    (its column index), ``lower``, ``median``, ``upper`` and optionally ``mean`` (and a scalar ``level``,
+    e.g. 0.9), as `inference/impute.py` writes them into query.json; ``truth`` the hidden values, or None;
+    ``names`` the column names. At most ``max_entries`` entries per column are drawn.
+    """
+    row = np.asarray(intervals["row"], int)
+    column = np.asarray(intervals["column"], int)
+    lower, median, upper = (np.asarray(intervals[k], np.float64) for k in ("lower", "median", "upper"))
+    mean = np.asarray(intervals["mean"], np.float64) if "mean" in intervals else None
+    level = intervals.get("level")
+    if truth is not None:
+        truth = np.asarray(truth, np.float64).ravel()
+        if truth.shape != row.shape:
+            warnings.warn(f"plot_intervals: {truth.size} truths for {row.size} entries; not drawn.",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+            truth = None
+    d = int(column.max()) + 1 if column.size else 1
+    labels = _labels(names, len(names)) if names is not None and len(names) >= d else _labels(None, d)
+    present = sorted(set(column.tolist()))[:24]
+    if not present:
+        fig = Figure(figsize=(4, 2))
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no hidden entries", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path, dpi=110)
+        return fig
+    cols = min(len(present), 3)
+    rows = -(-len(present) // cols)
+    fig = Figure(figsize=(4.4 * cols, 2.6 * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, j in zip(axes, present):
+        sel = np.flatnonzero(column == j)[:max_entries]
+        x = np.arange(len(sel))
+        ax.vlines(x, lower[sel], upper[sel], color="tab:blue", lw=2, alpha=0.6, label="interval")
+        ax.scatter(x, median[sel], s=12, color="tab:blue", zorder=3, label="median")
+        if mean is not None:
+            ax.scatter(x, mean[sel], s=14, marker="x", color="tab:purple", zorder=3, label="mean")
+        if truth is not None:
+            inside = (truth[sel] >= lower[sel]) & (truth[sel] <= upper[sel])
+            ax.scatter(x, truth[sel], s=16, color=np.where(inside, "tab:green", "tab:red"), zorder=4, label="truth")
+        ax.set_xticks(x, [str(r) for r in row[sel]], fontsize=6, rotation=90 if len(sel) > 12 else 0)
+        ax.set_xlabel("row", fontsize=7)
+        ax.set_title(labels[j], fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(present) :]:
+        ax.set_visible(False)
+    axes[0].legend(loc="best", fontsize=6)
+    what = f"{100 * level:.0f}% " if isinstance(level, (int, float)) else ""
+    title = f"posterior {what}intervals of the hidden entries"
+    if truth is not None:
+        title += f" (truth green inside, red outside: {np.mean((truth >= lower) & (truth <= upper)):.0%} covered)"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
 
 
 def plot_ess(tree: xr.DataTree, path: str | Path) -> None:

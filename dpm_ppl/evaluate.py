@@ -12,9 +12,7 @@ dequantised images also the discrete bits/dim of DDPM and VDM (``*_discrete_bits
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -35,19 +33,15 @@ from .likelihood import (  # noqa: E402
     likelihood_datatree,
     log_likelihood,
 )
-from .run import load_run  # noqa: E402
+from .records import mean_stderr, write_json  # noqa: E402
+from .run import BASELINE_LABELS, baseline_results, has_baselines, load_run  # noqa: E402
 
 
 __all__ = ["EVALUATION_FILE", "evaluate_run", "plot_khat", "print_evaluation", "summarise"]
 
 EVALUATION_FILE = "evaluation.json"
-
-
-def _mean_se(x: np.ndarray) -> tuple[float, float]:
-    """Mean and its standard error over data, sd/√n (ddof = 1; NaN for one datum)."""
-    x = np.asarray(x, np.float64)
-    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-    return float(x.mean()), se
+SPLITS = ("test", "val", "train")
+KHAT_KEYS = ("khat_max", "khat_median")
 
 
 def summarise(estimate: LikelihoodEstimate, true_log_prob: np.ndarray | None = None) -> dict[str, float]:
@@ -63,16 +57,16 @@ def summarise(estimate: LikelihoodEstimate, true_log_prob: np.ndarray | None = N
     out: dict[str, float] = {"M": estimate.num_trajectories, "num_data": n, "dim": d}
     for name in ("K", "loglik_is", "log_null", "K_minus_Lnull", "loglik_is_minus_Lnull"):
         key = "L_null" if name == "log_null" else name
-        out[f"{key}_bits"], out[f"{key}_stderr_bits"] = _mean_se(bits[name])
+        out[f"{key}_bits"], out[f"{key}_stderr_bits"] = mean_stderr(bits[name])
         out[f"{key}_bits_per_dim"] = out[f"{key}_bits"] / d
     out["loglik_is_data_stderr_bits"] = out.pop("loglik_is_stderr_bits")
     out["loglik_is_stderr_bits"] = float(np.sqrt(np.sum(bits["loglik_is_stderr"].astype(np.float64) ** 2)) / n)
-    out["is_minus_K_bits"], out["is_minus_K_stderr_bits"] = _mean_se(bits["loglik_is"] - bits["K"])
+    out["is_minus_K_bits"], out["is_minus_K_stderr_bits"] = mean_stderr(bits["loglik_is"] - bits["K"])
     if true_log_prob is not None:
         true_bits = np.asarray(true_log_prob, np.float64) / LN2
-        out["true_loglik_bits"], out["true_loglik_stderr_bits"] = _mean_se(true_bits)
+        out["true_loglik_bits"], out["true_loglik_stderr_bits"] = mean_stderr(true_bits)
         out["true_loglik_bits_per_dim"] = out["true_loglik_bits"] / d
-        out["truth_minus_is_bits"], out["truth_minus_is_stderr_bits"] = _mean_se(true_bits - bits["loglik_is"])
+        out["truth_minus_is_bits"], out["truth_minus_is_stderr_bits"] = mean_stderr(true_bits - bits["loglik_is"])
     khat = np.asarray(estimate.khat, np.float64)
     defined = khat[~np.isnan(khat)]
     out["khat_max"] = float(defined.max()) if defined.size else float("nan")
@@ -145,6 +139,11 @@ def print_evaluation(name: str, results: dict, T: int) -> None:
         )
     else:
         print()
+    for label, b in results.get("baselines", {}).items():
+        print(
+            f"  {BASELINE_LABELS.get(label, label)}: {b['bits']:.4f} ± {b['stderr_bits']:.4f} bits;  IS − it = "
+            f"{b['loglik_is_minus_bits']:+.4f} ± {b['loglik_is_minus_stderr_bits']:.4f} bits (paired)"
+        )
     if "loglik_is_discrete_bits_per_dim" in results:
         print(
             "  discrete bits/dim (DDPM's convention, lower is better): "
@@ -167,7 +166,7 @@ def evaluate_run(
     run: str | Path,
     *,
     num_trajectories: int = 1_000,
-    split: Literal["test", "train"] = "test",
+    split: Literal["test", "val", "train"] = "test",
     num_data: int | None = None,
     chunk_size: int = 128,
     batch_size: int = 64,
@@ -175,11 +174,17 @@ def evaluate_run(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """``dpm evaluate``: estimate log p(x⁰) on a run's data split; write evaluation.json, the DataTree, the k̂ figure."""
-    if split not in ("test", "train"):
-        raise ValueError(f"`split` must be 'test' or 'train', got {split!r}.")
+    """``dpm evaluate``: estimate log p(x⁰) on a run's data split; write evaluation.json, the DataTree, the k̂ figure.
+
+    The split is rebuilt from the run folder alone (its copy of the data file). Files of the validation
+    and training splits carry the split's name (``evaluation_val.json``), so they never replace the
+    held-out evaluation. For continuous data of modest dimension the importance-sampled log-likelihood
+    is compared, per example, with the density baselines fitted on the training rows (``baselines``).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
     loaded = load_run(run)
-    x0 = loaded.split.test if split == "test" else loaded.split.train
+    x0 = getattr(loaded.split, split)
     if num_data is not None:
         if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
             raise ValueError(f"`num_data` must be a positive integer, got {num_data!r}.")
@@ -201,6 +206,9 @@ def evaluate_run(
     if true_lp is not None:
         true_lp = np.asarray(true_lp, np.float64) + standardiser.log_jacobian(diffusion.dim)
     results = summarise(estimate, true_lp)
+    if has_baselines(diffusion, loaded.split):
+        log_p_bits = np.asarray(estimate.log_p_hat, np.float64) / LN2
+        results["baselines"] = baseline_results(loaded.split.train, x0, log_p_bits, seed=0, label="loglik_is")
     bin_width = loaded.experiment.data.bin_width
     if bin_width is not None:  # dequantised images: the discrete bits/dim of DDPM and VDM, lower is better
         for name, log_p in (("K", estimate.K), ("loglik_is", estimate.log_p_hat)):
@@ -210,17 +218,15 @@ def evaluate_run(
         split=split,
         seed=seed,
         num_steps_T=diffusion.num_steps,
-        data_scale=standardiser.scale,
+        data_scale=standardiser.to_json()["scale"],
         seconds=seconds,
         trajectory_steps_per_second=len(x0) * num_trajectories * diffusion.num_steps / seconds,
     )
     out = Path(out) if out is not None else Path(run)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (EVALUATION_FILE + ".tmp")
-    strict = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in results.items()}
-    tmp.write_text(json.dumps(strict, indent=2) + "\n")  # undefined values (k̂ for M < 25) as null
-    os.replace(tmp, out / EVALUATION_FILE)
-    likelihood_datatree(estimate, x0).to_netcdf(out / "likelihood.nc", engine="h5netcdf")
-    plot_khat(estimate.khat, out / "khat.png", x0)
+    suffix = "" if split == "test" else f"_{split}"
+    write_json(out / f"evaluation{suffix}.json", results, quiet=KHAT_KEYS)  # k̂ is undefined for M < 25
+    likelihood_datatree(estimate, x0).to_netcdf(out / f"likelihood{suffix}.nc", engine="h5netcdf")
+    plot_khat(estimate.khat, out / f"khat{suffix}.png", x0)
     print_evaluation(loaded.experiment.name, results, diffusion.num_steps)
     return results

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jaxtyping import PRNGKeyArray
 
@@ -67,11 +69,12 @@ class Experiment:
             raise ValueError(f"`num_steps` (T) must be an integer ≥ 1, got {self.num_steps!r}.")
 
 
-def load_script(path: str | Path, data: str | Path | None = None) -> Experiment:
+def load_script(path: str | Path, data: str | Path | None = None, **options: Any) -> Experiment:
     """Import a model script from its path and return its ``experiment``.
 
     A script declaring ``experiment`` as a function of a data file is called with ``data``
-    (required for it, refused for a script that brings its own data).
+    (required for it, refused for a script that brings its own data) and the keyword ``options``
+    it declares (``columns`` for ``models/tabular.py``).
     """
     path = Path(path)
     if not path.is_file():
@@ -87,6 +90,10 @@ def load_script(path: str | Path, data: str | Path | None = None) -> Experiment:
     spec.loader.exec_module(module)
     experiment = getattr(module, "experiment", None)
     if isinstance(experiment, Experiment):
+        if options:
+            raise ValueError(
+                f"{str(path)!r} brings its own data and takes no options, got {', '.join(f'--{k}' for k in options)}."
+            )
         if data is not None:
             raise ValueError(
                 f"{str(path)!r} brings its own data ({type(experiment.data).__name__}) and takes no `--data`, got "
@@ -103,7 +110,14 @@ def load_script(path: str | Path, data: str | Path | None = None) -> Experiment:
             f"{str(path)!r} trains on your own data: give `--data FILE` (a .npy, .npz or .csv file, one example "
             f"per row), e.g. `dpm fit {str(path)} --data mydata.csv`."
         )
-    experiment = experiment(str(data))
+    accepted = inspect.signature(experiment).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"`experiment(data_path)` in {str(path)!r} takes no {', '.join(f'`{k}`' for k in unknown)} "
+            f"(given as --{unknown[0]}); it accepts: {', '.join(list(accepted)[1:]) or 'nothing but the data file'}."
+        )
+    experiment = experiment(str(data), **options)
     if not isinstance(experiment, Experiment):
         raise TypeError(
             f"`experiment(data_path)` in {str(path)!r} must return a dpm_ppl Experiment, "

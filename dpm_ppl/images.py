@@ -4,7 +4,8 @@ Every dataset here is quantised (integer levels 0…L−1) and **dequantised** t
 defect 8, done right): x = (v + u)/L with u ~ U(0, 1), so x ∈ [0, 1) and every quantisation bin has width
 1/L (``bin_width``) in raw units; then `Dataset.split` standardises with one shift per pixel and ONE global
 scale to unit variance (paper Table 1 caption). The training set holds ``copies`` independently dequantised
-copies of each training image (a fixed stand-in for fresh noise every epoch); the held-out set one.
+copies of each training image (a fixed stand-in for fresh noise every epoch); the held-out set one, and so
+does the validation set, carved out of the training images by image (`ImageData.carve_validation`).
 
 Event shapes: ``(H, W)`` for one channel, ``(C, H, W)`` (channels first) for colour; `dpm_ppl.image_net.ImageNet`
 takes either. Results: K in bits per image; bits/pixel = K/(H·W·C); the discrete bits/dim of the DDPM
@@ -34,7 +35,7 @@ from pathlib import Path
 import equinox as eqx
 import numpy as np
 
-from .data import Dataset
+from .data import Dataset, validation_indices
 
 
 __all__ = [
@@ -94,6 +95,15 @@ class ImageData(Dataset):
         train = np.concatenate([(train + rng.random(train.shape)) / L for _ in range(self.copies)])
         test = (test + rng.random(test.shape)) / L
         return train.astype(np.float32), test.astype(np.float32)
+
+    def carve_validation(self, train: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation) images: the validation set is carved out by IMAGE
+        (`dpm_ppl.data.validation_indices` over the training images), so that no dequantised copy of a
+        validation image is trained on; it holds one copy of each (the first of ``raw(seed)``'s)."""
+        n = len(train) // self.copies  # raw's training rows are copy-major: row c·n + i is copy c of image i
+        val_images, train_images = validation_indices(n, self.validation_fraction, seed)
+        rows = (np.arange(self.copies)[:, None] * n + train_images[None, :]).ravel()
+        return train[rows], train[val_images]
 
 
 def _split(x: np.ndarray, num_test: int, seed: int, num_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:

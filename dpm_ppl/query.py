@@ -13,25 +13,38 @@ log r(x⁰): observed sample sites (any observation model: masks, Gaussian noise
 unknown noise scale, sampled from its prior). `observe_exactly` declares a delta on coordinates
 (inpainting), which the samplers handle exactly by clamping. `LogR` extracts all this with
 handlers (`substitute`, `trace`) and checks it: one number per datum, finite, depending on x⁰.
+
+**Data units.** A trained run learns z = (x − shift)/scale (`dpm_ppl.data.Standardiser`), but its user
+observes x. `in_data_units(query, standardiser)` runs a query on a view of the model (`DataUnits`)
+whose `prior` returns x⁰ = z·scale + shift, so the query states its observation model in the units of
+the data, e.g. ``Normal(x0, 0.1)`` for a noise of 0.1 in those units. The samplers still move z; log r
+is the same function evaluated at x⁰(z), so log Z = log ∫ p(z)·r(x⁰(z)) dz needs no Jacobian (an exact
+observation's delta is the exception: δ(x⁰_S − y_S) = δ(z_S − y'_S)/scale_S, see `dpm_ppl.posterior`).
+The map is affine, so Gaussian observations of x⁰ stay linear-Gaussian in z (`linear_gaussian`), and
+`observe_exactly` on the x⁰ of the view clamps z at y' = (y − shift)/scale. `check_observations`
+runs a query once on given observations and names the argument whose shape or type is wrong.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 from jax.extend import core as jex_core
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from numpyro import handlers
 from numpyro.distributions import Distribution, constraints
+from numpyro.primitives import Messenger
 
 from .model import TRAJECTORY, X0, AbstractDiffusion
 
 
-__all__ = ["Clamp", "LogR", "QueryError", "observe_exactly"]
+__all__ = ["Clamp", "DataUnits", "LogR", "QueryError", "check_observations", "in_data_units", "observe_exactly"]
 
 QueryModel = Callable[..., Any]
 
@@ -74,10 +87,244 @@ def observe_exactly(name: str, x0: Array, y: ArrayLike, mask: ArrayLike) -> None
     """
     y = jnp.asarray(y, x0.dtype)
     if y.shape != x0.shape:
-        raise QueryError(f"observe_exactly({name!r}): `y` must have x0's shape {tuple(x0.shape)}, got {y.shape}.")
+        raise QueryError(
+            f"observe_exactly({name!r}): `y` has shape {tuple(y.shape)} but x⁰ has shape {tuple(x0.shape)} "
+            f"({_per_datum(tuple(x0.shape[1:]))} per datum); give one value per coordinate of x⁰ (any value "
+            "where `mask` is False)."
+        )
     mask = jnp.asarray(mask, bool)
+    try:
+        fits = jnp.broadcast_shapes(mask.shape, x0.shape) == tuple(x0.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise QueryError(
+            f"observe_exactly({name!r}): `mask` has shape {tuple(mask.shape)}; give x⁰'s shape {tuple(x0.shape)} or "
+            f"its event shape {tuple(x0.shape[1:])}."
+        )
     event_ndim = mask.ndim if mask.shape != x0.shape else x0.ndim - 1
+    known = jnp.broadcast_to(mask, x0.shape)
+    if not isinstance(y, jax.core.Tracer) and not isinstance(known, jax.core.Tracer):
+        bad = np.argwhere(np.asarray(known) & ~np.isfinite(np.asarray(y)))
+        if bad.size:
+            raise QueryError(
+                f"observe_exactly({name!r}): `y` is not finite at index {tuple(int(i) for i in bad[0])}, where "
+                f"`mask` says it is observed ({len(bad)} such entries); mark missing values False in `mask`."
+            )
+    y = jnp.where(known, y, 0.0)  # the values that are not observed never reach the samplers (NaN placeholders)
     numpyro.sample(name, Clamp(x0, mask, event_ndim), obs=y)
+
+
+def _per_datum(event_shape: tuple[int, ...]) -> str:
+    if len(event_shape) == 1:
+        return f"rows of {event_shape[0]} columns"
+    return f"examples of shape {event_shape}"
+
+
+# -- data units -----------------------------------------------------------------------------------
+
+
+def _affine(standardiser, event_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) of ``standardiser`` (``z = (x − shift)/scale``) as float32 arrays of ``event_shape``."""
+    try:
+        shift = np.broadcast_to(np.asarray(standardiser.shift, np.float64), event_shape)
+        scale = np.broadcast_to(np.asarray(standardiser.scale, np.float64), event_shape)
+    except AttributeError as err:
+        raise TypeError(
+            f"`standardiser` must have `shift` and `scale` (z = (x − shift)/scale, e.g. "
+            f"`dpm_ppl.load_run(dir).split.standardiser`), got {type(standardiser).__name__}."
+        ) from err
+    except ValueError as err:
+        raise ValueError(
+            f"The standardiser's shift {np.shape(standardiser.shift)} and scale {np.shape(standardiser.scale)} do not "
+            f"fit the model's event shape {tuple(event_shape)}: {err}"
+        ) from err
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(np.isfinite(shift))):
+        raise ValueError("The standardiser's scale must be finite and > 0 and its shift finite.")
+    return shift.astype(np.float32), scale.astype(np.float32)
+
+
+def log_scale_sum(standardiser, event_shape: tuple[int, ...], mask: Array) -> Array:
+    """Σ log scale over the coordinates of ``mask`` (shape ``(B, *event)``), per datum: what an exact observation
+    in data units subtracts from log Z (δ(x_S − y_S) = δ(z_S − y'_S)/Π_S scale)."""
+    _, scale = _affine(standardiser, event_shape)
+    logs = np.log(scale.astype(np.float64))
+    axes = tuple(range(1, 1 + len(event_shape)))
+    return np.sum(np.where(np.asarray(mask), logs, 0.0), axis=axes)
+
+
+class _ClampInModelUnits(Messenger):
+    """Turns `observe_exactly` on a `DataUnits` x⁰ into the clamp of the model's z (y' = (y − shift)/scale)."""
+
+    def __init__(self, shift: np.ndarray, scale: np.ndarray):
+        super().__init__(None)
+        self.shift, self.scale = shift, scale
+        self.pairs: list[tuple[Array, Array]] = []  # (x⁰ in data units, the z it was made from)
+
+    def process_message(self, msg):
+        fn = msg.get("fn")
+        if msg["type"] != "sample" or not isinstance(fn, Clamp):
+            return
+        for x, z in self.pairs:
+            if fn.x0 is x:
+                value = (jnp.asarray(msg["value"], z.dtype) - self.shift) / self.scale
+                msg["fn"] = Clamp(z, fn.mask, len(fn.event_shape))
+                msg["value"] = jnp.where(fn.mask, value, 0.0)
+                return
+
+
+class DataUnits:
+    """The trained model as a query sees it in data units: `prior` returns x⁰ = z·scale + shift.
+
+    Every other attribute (``event_shape``, ``num_steps``, ``dim``, …) is the model's own. Made by
+    `in_data_units`; a query never builds one itself.
+    """
+
+    def __init__(self, diffusion: AbstractDiffusion, clamps: _ClampInModelUnits):
+        self._diffusion, self._clamps = diffusion, clamps
+
+    @property
+    def model_units(self) -> AbstractDiffusion:
+        """The model itself, whose `prior` returns z in its own (standardised) units."""
+        return self._diffusion
+
+    def prior(self, batch_shape: tuple[int, ...] = ()) -> Array:
+        """x⁰ ~ p(x⁰) in data units: the model's z ~ p(z) (sites "trajectory" and "x0"), then z·scale + shift."""
+        z = self._diffusion.prior(batch_shape)
+        x = z * jnp.asarray(self._clamps.scale, z.dtype) + jnp.asarray(self._clamps.shift, z.dtype)
+        self._clamps.pairs.append((x, z))
+        return x
+
+    def __getattr__(self, name):
+        return getattr(self._diffusion, name)
+
+    def __repr__(self) -> str:
+        return f"DataUnits({type(self._diffusion).__name__}, event_shape={self._diffusion.event_shape})"
+
+
+def in_data_units(query: QueryModel, standardiser) -> QueryModel:
+    """The query ``query(diffusion, **observations)`` run with x⁰ in data units (module docstring).
+
+    ``standardiser`` has ``shift`` and ``scale`` (a number or one per coordinate) with z = (x − shift)/scale,
+    e.g. ``dpm_ppl.load_run(dir).split.standardiser``. The returned model takes the model itself.
+    """
+    if not callable(query):
+        raise QueryError(f"`query` must be a NumPyro model (a callable), got {type(query).__name__}.")
+
+    def data_units_query(diffusion, **observations):
+        shift, scale = _affine(standardiser, tuple(diffusion.event_shape))
+        clamps = _ClampInModelUnits(shift, scale)
+        with clamps:
+            return query(DataUnits(diffusion, clamps), **observations)
+
+    data_units_query.__wrapped__ = query
+    data_units_query.__name__ = getattr(query, "__name__", "query")
+    return data_units_query
+
+
+# -- checking observations before sampling --------------------------------------------------------
+
+
+def _describe(observations: dict) -> str:
+    parts = []
+    for name, v in observations.items():
+        shape, dtype = np.shape(v), getattr(v, "dtype", type(v).__name__)
+        parts.append(f"`{name}` {tuple(shape)} {dtype}")
+    return ", ".join(parts) or "none"
+
+
+def _row_hints(observations: dict, event_shape: tuple[int, ...]) -> list[str]:
+    """Observations shaped like data (B, *event) but with another event shape, in words."""
+    hints = []
+    for name, v in observations.items():
+        shape = tuple(np.shape(v))
+        if len(shape) == len(event_shape) + 1 and shape[1:] != tuple(event_shape):
+            if len(event_shape) == 1:
+                hints.append(
+                    f"observation `{name}` has rows of {shape[-1]} values but the run models rows of "
+                    f"{event_shape[0]} columns"
+                )
+            else:
+                hints.append(
+                    f"observation `{name}` has examples of shape {shape[1:]} but the run models examples of shape "
+                    f"{tuple(event_shape)}"
+                )
+    return hints
+
+
+def check_observations(query: QueryModel, diffusion: AbstractDiffusion, observations: dict) -> None:
+    """Run ``query(diffusion, **observations)`` once, cheaply, and raise a `QueryError` naming the observation
+    whose type or shape does not fit, before any sampling.
+
+    The chain is not run: its sites get zeros of their shapes (`handlers.substitute`), the query's own latents
+    are drawn from their priors. Checked: every observation is numeric (or boolean); the query accepts these
+    keyword arguments and runs on them; each observed site named like an observation gets a value of its
+    distribution's shape (or one that shape ends with, shared by the data); and NaN in such a value is
+    refused where the site's log-density is not finite there (NaN has no meaning in that query).
+    """
+    event_shape = tuple(diffusion.event_shape)
+    for name, v in observations.items():
+        dtype = getattr(v, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = np.asarray(v).dtype
+            except Exception:  # noqa: BLE001 - anything that is not an array
+                dtype = np.dtype(object)
+        if np.dtype(dtype).kind not in "biuf":
+            raise QueryError(f"observation `{name}` has dtype {dtype}; observations must be numbers (or booleans).")
+
+    def zeros(msg):
+        if msg["type"] == "sample" and msg["name"] in (X0, TRAJECTORY):
+            return jnp.zeros(msg["fn"].shape(), jnp.result_type(float))
+        return None
+
+    hints = _row_hints(observations, event_shape)
+    expect = f"the run models x⁰ of shape {event_shape} per datum ({_per_datum(event_shape)})"
+    try:
+        tr = handlers.trace(handlers.seed(handlers.substitute(query, substitute_fn=zeros), 0)).get_trace(
+            diffusion, **observations
+        )
+    except TypeError as err:
+        if "argument" in str(err):
+            raise QueryError(
+                f"The query does not take the observations given ({_describe(observations)}): {err}"
+            ) from err
+        raise QueryError(_failure(err, observations, hints, expect)) from err
+    except (ValueError, IndexError, QueryError) as err:
+        raise QueryError(_failure(err, observations, hints, expect)) from err
+    for name, site in tr.items():
+        if site["type"] != "sample" or not site["is_observed"] or name not in observations:
+            continue
+        if isinstance(site["fn"], Clamp):
+            continue
+        value_shape, fn_shape = tuple(jnp.shape(site["value"])), tuple(site["fn"].shape())
+        n = min(len(value_shape), len(fn_shape))  # one shape must end the other (a value shared by the data)
+        if value_shape[len(value_shape) - n :] != fn_shape[len(fn_shape) - n :]:
+            lead = hints[0] + ": " if any(h.startswith(f"observation `{name}`") for h in hints) else ""
+            raise QueryError(
+                f"{lead}observation `{name}` has shape {value_shape}, but the query's site `{name}` expects shape "
+                f"{fn_shape} ({expect})."
+            )
+        value = np.asarray(site["value"])
+        if value.dtype.kind == "f" and np.isnan(value).any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NumPyro's out-of-support warning: the error below says it
+                lp = site["fn"].log_prob(value)
+            if not bool(jnp.all(jnp.isfinite(lp))):
+                where = tuple(int(i) for i in np.argwhere(np.isnan(value))[0])
+                raise QueryError(
+                    f"observation `{name}` holds NaN (first at index {where}, {int(np.isnan(value).sum())} in all), "
+                    "which this query gives no meaning (its log-density there is not finite). Drop those rows, or "
+                    "use a query that reads NaN as missing (inference/impute.py)."
+                )
+
+
+def _failure(err: Exception, observations: dict, hints: list[str], expect: str) -> str:
+    head = "; ".join(hints) + ". " if hints else ""
+    return (
+        f"{head}The query failed on the observations given ({_describe(observations)}); {expect}. "
+        f"{type(err).__name__}: {err}"
+    )
 
 
 def _depends_on_input(jaxpr: jex_core.ClosedJaxpr) -> bool:

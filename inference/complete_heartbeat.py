@@ -3,6 +3,7 @@
 r(x⁰) = δ(x⁰[:10] − y[:10]) (`observe_exactly`): the binomial analogue of the paper's inpainting
 (§2.5.3, Fig. 5). The observed bins are clamped; the others follow the trained model's conditional.
 A period-5 heartbeat is determined by any 5 consecutive bins, so a good model completes it exactly.
+Binary runs are not rescaled (the identity standardiser), so data units are the bits themselves.
 
     dpm fit models/binary_heartbeat.py
     dpm query inference/complete_heartbeat.py --run runs/binary_heartbeat
@@ -25,7 +26,7 @@ def model(diffusion, y, mask):
 
 def observe(run, key, num_data):
     del key
-    truth = np.asarray(run.split.test[:num_data])
+    truth = run.split.standardiser.inverse(run.split.test[:num_data]).astype(np.float32)
     mask = np.arange(truth.shape[1]) < truth.shape[1] // 2
     y = np.where(mask, truth, 0.0).astype(np.float32)  # the hidden bins are not given
     return Observed({"y": y, "mask": jnp.asarray(mask)}, truth)

@@ -15,6 +15,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed: the checkout's
 from benchmarks import posterior as P  # noqa: E402
+from benchmarks import sections as S  # noqa: E402
 from benchmarks.__main__ import main  # noqa: E402
 
 
@@ -99,12 +100,12 @@ def test_sliced_wasserstein_separates_posterior_from_prior():
 
 def test_results_section_is_spliced_and_kept():
     section = f"{P.BEGIN}\nposterior tables\n{P.END}"
-    appended = P.splice("# Benchmark results\n\nother\n", section)
+    appended = S.splice("# Benchmark results\n\nother\n", section, "posterior")
     assert appended.startswith("# Benchmark results") and appended.rstrip().endswith(P.END)
-    replaced = P.splice(appended, f"{P.BEGIN}\nnew\n{P.END}")
+    replaced = S.splice(appended, f"{P.BEGIN}\nnew\n{P.END}", "posterior")
     assert "posterior tables" not in replaced and "new" in replaced and "other" in replaced
-    assert P.existing_section(replaced) == f"{P.BEGIN}\nnew\n{P.END}"
-    assert P.existing_section("# nothing") is None
+    assert S.existing_section(replaced, "posterior") == f"{P.BEGIN}\nnew\n{P.END}"
+    assert S.existing_section("# nothing", "posterior") is None
 
 
 def test_posterior_command_runs_writes_json_lines_and_resumes(tmp_path):

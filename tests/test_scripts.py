@@ -68,8 +68,9 @@ def _fitted(script: Path, tmp_path_factory) -> Path:
         data = []
         if script.stem in DATA_FILES:
             name, write = DATA_FILES[script.stem]
-            write(out / name)
-            data = ["--data", str(out / name)]
+            path = tmp_path_factory.mktemp(f"{script.stem}_data") / name
+            write(path)
+            data = ["--data", str(path)]
         assert main(["fit", str(script), "--out", str(out), *data, *TINY]) == 0
         _RUNS[script] = out
     return _RUNS[script]
@@ -189,7 +190,7 @@ def test_resume_with_other_T_is_refused(run_dir, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "num_steps" in err and "different model" in err
+    assert "num_steps" in err and "continues only the same run" in err
 
 
 def test_unknown_script_is_a_clear_error(tmp_path, capsys):

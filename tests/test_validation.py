@@ -25,7 +25,8 @@ from dpm_ppl.data import FileData, check_data
 from dpm_ppl.experiment import load_script
 from dpm_ppl.run import load_run
 from dpm_ppl.schedules import ArraySchedule, HarmonicSchedule, validate_betas
-from dpm_ppl.train import CHECKPOINT, TrainConfig
+from dpm_ppl.train import BEST_CHECKPOINT as LOADED  # the state load_run reads
+from dpm_ppl.train import TrainConfig
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,36 +142,42 @@ def other_T(tmp, trained):
 
 def other_version(tmp, trained):
     run = run_copy(tmp, trained)
-    line, _, payload = (run / CHECKPOINT).read_bytes().partition(b"\n")
+    line, _, payload = (run / LOADED).read_bytes().partition(b"\n")
     header = json.loads(line)
     header["library_version"] = "0.0.1-old"
-    (run / CHECKPOINT).write_bytes(json.dumps(header).encode() + b"\n" + payload)
+    (run / LOADED).write_bytes(json.dumps(header).encode() + b"\n" + payload)
     return run
 
 
 def truncated(tmp, trained):
     run = run_copy(tmp, trained)
-    raw = (run / CHECKPOINT).read_bytes()
-    (run / CHECKPOINT).write_bytes(raw[: len(raw) // 2])
+    raw = (run / LOADED).read_bytes()
+    (run / LOADED).write_bytes(raw[: len(raw) // 2])
     return run
 
 
 def flipped_byte(tmp, trained):
     run = run_copy(tmp, trained)
-    raw = bytearray((run / CHECKPOINT).read_bytes())
+    raw = bytearray((run / LOADED).read_bytes())
     raw[-7] ^= 0x10
-    (run / CHECKPOINT).write_bytes(bytes(raw))
+    (run / LOADED).write_bytes(bytes(raw))
+    return run
+
+
+def without_data_copy(run: Path) -> Path:
+    """A run folder as written before folders kept a copy of the data file (only run.json's path to it)."""
+    shutil.rmtree(run / "data")
     return run
 
 
 def data_moved(tmp, trained):
-    run = run_copy(tmp, trained)
+    run = without_data_copy(run_copy(tmp, trained))
     edit_run_json(run, data=str(tmp / "moved_away.csv"))
     return run
 
 
 def data_changed(tmp, trained):
-    run = run_copy(tmp, trained)
+    run = without_data_copy(run_copy(tmp, trained))
     info = json.loads((run / "run.json").read_text())
     changed = tmp / "table.csv"
     shutil.copy(info["data"], changed)
@@ -229,9 +236,9 @@ CASES = [
     Case("empty array", ValueError, r"is empty \(shape \(0, 3\)\): give at least one example",
          api=lambda tmp, run: FileData(npy_with(tmp, np.ones((0, 3)))).array,
          cli=fit(TABULAR, lambda tmp: npy_with(tmp, np.ones((0, 3))))),
-    Case("header but no rows", ValueError, r"holds no data rows\. Give at least two examples",
+    Case("header but no rows", ValueError, r"holds no data rows\. Give at least 3 examples",
          api=lambda tmp, run: FileData(header_only(tmp)).array, cli=fit(TABULAR, header_only)),
-    Case("a single example", ValueError, r"holds 1 example; at least 2 are needed",
+    Case("a single example", ValueError, r"holds 1 example; at least 3 are needed",
          api=lambda tmp, run: lambda: FileData(npy_with(tmp, np.ones((1, 3)))).raw(0),
          cli=fit(TABULAR, lambda tmp: npy_with(tmp, np.ones((1, 3))))),
     Case("non-binary data for a binomial model", ValueError,
@@ -283,14 +290,15 @@ CASES = [
     Case("checkpoint of another library version", CheckpointError, r"written by dpm_ppl 0\.0\.1-old, this is .*retrain",
          api=lambda tmp, run: lambda: load_run(other_version(tmp, run)),
          cli=lambda tmp, run: ["sample", str(other_version(tmp, run))], needs_run=True),
-    Case("truncated checkpoint", CheckpointError, r"checkpoint\.eqx' is truncated or corrupted .*\.prev",
+    Case("truncated checkpoint", CheckpointError, r"best\.eqx' is truncated or corrupted .*\.prev",
          api=lambda tmp, run: lambda: load_run(truncated(tmp, run)),
          cli=lambda tmp, run: ["evaluate", str(truncated(tmp, run)), "--no-progress"], needs_run=True),
     Case("corrupted checkpoint", CheckpointError, r"is truncated or corrupted \(its content hash does not match\)",
          api=lambda tmp, run: lambda: load_run(flipped_byte(tmp, run)),
          cli=lambda tmp, run: ["sample", str(flipped_byte(tmp, run))], needs_run=True),
     Case("data file moved after training", FileNotFoundError,
-         r"The data file '.*moved_away\.csv' that '.*run' was trained on is gone \(moved or deleted\)\. Put it back",
+         r"The data file '.*moved_away\.csv' that '.*run' was trained on is gone \(moved or deleted\), and the run "
+         r"folder holds no copy\. Put it back",
          api=lambda tmp, run: lambda: load_run(data_moved(tmp, run)),
          cli=lambda tmp, run: ["sample", str(data_moved(tmp, run))], needs_run=True),
     Case("data file changed after training", CheckpointError,
@@ -335,7 +343,8 @@ def test_resume_with_other_settings_is_refused(trained, tmp_path, capsys):
     data = json.loads((run / "run.json").read_text())["data"]
     argv = ["fit", TABULAR, "--data", data, "--out", str(run), "--resume", "--steps", "2", "--T", "3", "--no-progress"]
     assert main(argv) == 2
-    assert "holds a different model: spec field 'num_steps' is 2 there but 3 here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "continues only the same run" in err and "num_steps" in err
 
 
 def test_every_case_is_covered():
