@@ -33,7 +33,7 @@ import xarray as xr
 from jaxtyping import PRNGKeyArray
 
 from .model import AbstractDiffusion
-from .query import LogR, QueryModel, _affine, check_observations, in_data_units, log_scale_sum
+from .query import LogR, QueryModel, affine_map, check_observations, in_data_units, log_scale_sum
 from .samplers import SMC, AbstractSampler, Posterior
 
 
@@ -98,7 +98,7 @@ def posterior(
 def _to_data_units(result: Posterior, log_r: LogR, standardiser) -> Posterior:
     """The draws as x⁰ = z·scale + shift, and log Z of an exact observation as a density in data units."""
     event_shape = tuple(log_r.diffusion.event_shape)
-    shift, scale = _affine(standardiser, event_shape)
+    shift, scale = affine_map(standardiser, event_shape)
     groups = {f"/{name}": node.to_dataset() for name, node in result.tree.children.items()}
     post = groups["/posterior"]
     x0 = post["x0"]

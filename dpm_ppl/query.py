@@ -124,7 +124,7 @@ def _per_datum(event_shape: tuple[int, ...]) -> str:
 # -- data units -----------------------------------------------------------------------------------
 
 
-def _affine(standardiser, event_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def affine_map(standardiser, event_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(shift, scale) of ``standardiser`` (``z = (x − shift)/scale``) as float32 arrays of ``event_shape``."""
     try:
         shift = np.broadcast_to(np.asarray(standardiser.shift, np.float64), event_shape)
@@ -147,7 +147,7 @@ def _affine(standardiser, event_shape: tuple[int, ...]) -> tuple[np.ndarray, np.
 def log_scale_sum(standardiser, event_shape: tuple[int, ...], mask: Array) -> Array:
     """Σ log scale over the coordinates of ``mask`` (shape ``(B, *event)``), per datum: what an exact observation
     in data units subtracts from log Z (δ(x_S − y_S) = δ(z_S − y'_S)/Π_S scale)."""
-    _, scale = _affine(standardiser, event_shape)
+    _, scale = affine_map(standardiser, event_shape)
     logs = np.log(scale.astype(np.float64))
     axes = tuple(range(1, 1 + len(event_shape)))
     return np.sum(np.where(np.asarray(mask), logs, 0.0), axis=axes)
@@ -212,7 +212,7 @@ def in_data_units(query: QueryModel, standardiser) -> QueryModel:
         raise QueryError(f"`query` must be a NumPyro model (a callable), got {type(query).__name__}.")
 
     def data_units_query(diffusion, **observations):
-        shift, scale = _affine(standardiser, tuple(diffusion.event_shape))
+        shift, scale = affine_map(standardiser, tuple(diffusion.event_shape))
         clamps = _ClampInModelUnits(shift, scale)
         with clamps:
             return query(DataUnits(diffusion, clamps), **observations)
