@@ -58,6 +58,7 @@ IDENTITY = ("name", "script_sha256", "data_sha256", "columns", "num_steps", "see
 OUTPUTS = (
     RUN_FILE, RESULTS_FILE, SCRIPT_COPY, DATA_COPY, "fit.nc", "samples.png", "pairs.png", "marginals.png",
     "trajectories.png", "loss.png", "betas.png", "evaluation.json", "likelihood.nc", "khat.png", "sample",
+    "samples.npz",  # where `dpm sample` wrote before it had its own folder
 )  # fmt: skip
 MAX_BASELINE_DIM = 100
 BASELINE_LABELS = {"gaussian": "full-covariance Gaussian", "gmm": "Gaussian mixture (k by CV)"}

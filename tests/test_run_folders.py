@@ -121,9 +121,10 @@ def test_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
     out = tmp_path / "run"
     args = ["fit", str(TABULAR), "--data", str(data), "--out", str(out), "--steps", str(STEPS), "--T", "4"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dpm_ppl.cli", *args, "--no-progress"], env=env, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(  # as from a terminal: a shell's background job would start with SIGINT ignored
+        [sys.executable, "-m", "dpm_ppl.cli", *args, "--no-progress"], env=env, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 300
     while not (out / "checkpoint.eqx").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)  # the first evaluation's checkpoint: training has begun

@@ -332,7 +332,6 @@ def test_signal_in_process_and_handlers_restored(tmp_path, monkeypatch):
     TrainingInterrupted; the previous handlers are back afterwards."""
     diffusion, x, config = _setup()
     config = dataclasses.replace(config, checkpoint_seconds=None, checkpoint_every=30, steps=200)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     real_save = checkpoint.save
 
     def save_and_get_interrupted(path, tree, spec, meta=None):
@@ -341,8 +340,15 @@ def test_signal_in_process_and_handlers_restored(tmp_path, monkeypatch):
         real_save(path, tree, spec, meta)
 
     monkeypatch.setattr(checkpoint, "save", save_and_get_interrupted)
-    with pytest.raises(TrainingInterrupted) as info:
-        train.fit(diffusion, x[:250], x[250:], config, jax.random.key(1), out_dir=tmp_path, progress=False)
+    # a shell runs background jobs with SIGINT ignored, and `fit` keeps an ignored signal ignored: take it back
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(TrainingInterrupted) as info:
+            train.fit(diffusion, x[:250], x[250:], config, jax.random.key(1), out_dir=tmp_path, progress=False)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     err = info.value
     assert isinstance(err, KeyboardInterrupt)
     assert (err.step, err.signal_name, err.checkpoint) == (40, "SIGINT", tmp_path / train.CHECKPOINT)
@@ -352,7 +358,6 @@ def test_signal_in_process_and_handlers_restored(tmp_path, monkeypatch):
     state, header = checkpoint.load(tmp_path / train.CHECKPOINT, err.state)
     assert header["meta"]["step"] == 40
     assert_same(state, err.state)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_fit_in_a_thread_installs_no_handlers():
