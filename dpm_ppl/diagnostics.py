@@ -10,8 +10,8 @@ Results land as an `xarray.DataTree` (ArviZ 1.x's data model), written to netCDF
 
 Figures of rows of numbers (tabular data): `plot_pairs` (a corner plot of data against samples),
 `plot_marginals` (each column's histograms) and `plot_intervals` (posterior intervals of imputed
-entries against the truth). New figures are drawn on `matplotlib.figure.Figure` objects, which need no
-pyplot state, and returned.
+entries against the truth). Every figure is drawn on a `matplotlib.figure.Figure` object, which needs no
+pyplot state: importing this module never changes the user's matplotlib backend (a notebook's stays).
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-
-matplotlib.use("Agg")  # headless: figures go to files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 __all__ = [
@@ -102,12 +97,12 @@ def plot_sequences(data: np.ndarray, samples: np.ndarray, path: str | Path, rows
 
     The paper's heartbeat figure shows its samples this way (§3.1.2).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(8, 5), sharey=True)
+    fig = Figure(figsize=(8, 5))
+    axes = fig.subplots(1, 2, sharey=True)
     _raster(axes[0], data, "held-out data", rows)
     _raster(axes[1], samples, "model samples", rows)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _is_image(x: np.ndarray) -> bool:
@@ -136,7 +131,8 @@ def plot_images(data: np.ndarray, samples: np.ndarray, path: str | Path, cols: i
     """Images as grids: held-out data beside model samples (64 of each), on the data's grey scale
     (its 0.5–99.5% range, shared by both panels; samples outside it are clipped)."""
     lo, hi = np.percentile(np.asarray(data), [0.5, 99.5])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    fig = Figure(figsize=(10, 5.4))
+    axes = fig.subplots(1, 2)
     for ax, x, title in ((axes[0], data, "held-out data"), (axes[1], samples, "model samples")):
         grid = _grid(x, lo, hi, cols)
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
@@ -144,7 +140,6 @@ def plot_images(data: np.ndarray, samples: np.ndarray, path: str | Path, cols: i
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> None:
@@ -156,12 +151,12 @@ def plot_samples(data: np.ndarray, samples: np.ndarray, path: str | Path) -> Non
     if _is_binary(data, samples):
         plot_sequences(data, samples, path)
         return
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    fig = Figure(figsize=(8, 4))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
     _scatter(axes[0], data, "held-out data", "tab:blue")
     _scatter(axes[1], samples, "model samples", "tab:orange")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path, units: str | None = None) -> None:
@@ -175,7 +170,8 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
     ts = [0, T // 2, T]
     if _is_image(forward[0]):  # a grid of 8 images per panel
         lo, hi = np.percentile(forward[0], [0.5, 99.5])
-        fig, axes = plt.subplots(2, 3, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        axes = fig.subplots(2, 3)
         for j, t in enumerate(ts):
             for i, (x, name) in enumerate(((forward, "forward $q"), (reverse, "reverse $p"))):
                 grid = _grid(x[t], lo, hi, cols=8, rows=1)
@@ -184,10 +180,10 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
                 axes[i, j].axis("off")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         return
     binary = _is_binary(forward, reverse)
-    fig, axes = plt.subplots(2, 3, figsize=(10, 6.5), sharex=True, sharey=True)
+    fig = Figure(figsize=(10, 6.5))
+    axes = fig.subplots(2, 3, sharex=True, sharey=True)
     for j, t in enumerate(ts):
         if binary:  # rasters of the first 30 sequences
             _raster(axes[0, j], forward[t], f"forward $q(x^{{{t}}})$", 30)
@@ -199,13 +195,13 @@ def plot_trajectories(forward: np.ndarray, reverse: np.ndarray, path: str | Path
         fig.suptitle(f"first two coordinates, {units}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_loss(history: dict, path: str | Path) -> None:
     """The training bound (minibatch estimate) and the validation K against steps, in bits, with the step
     whose parameters were kept (best validation K) marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     train = -np.asarray(history["loss_bits"], np.float64)
     val = np.asarray(history["eval_K_bits"], np.float64)
     ax.plot(history["step"], train, lw=0.8, label="training K (minibatch)")
@@ -225,12 +221,12 @@ def plot_loss(history: dict, path: str | Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_betas(betas: np.ndarray, path: str | Path, initial: np.ndarray | None = None) -> None:
     """β_t against t on a log scale (learned and, if given, initial)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     t = np.arange(1, len(betas) + 1)
     if initial is not None:
         ax.semilogy(t, initial, "--", label="initial")
@@ -240,7 +236,6 @@ def plot_betas(betas: np.ndarray, path: str | Path, initial: np.ndarray | None =
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _datum_like(x, datum_shape: tuple[int, ...], what: str) -> np.ndarray | None:
@@ -599,7 +594,8 @@ def plot_ess(tree: xr.DataTree, path: str | Path) -> None:
     ess = tree["sample_stats"]["ess"]
     step = ess["step"].values
     values = ess.values.reshape(ess.shape[0], ess.shape[1], -1).transpose(1, 0, 2).reshape(len(step), -1)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.fill_between(step, values.min(1), values.max(1), alpha=0.3, label="range over runs and data")
     ax.plot(step, np.median(values, 1), label="median")
     ax.set_xlabel("t (the state x^t produced)")
@@ -608,7 +604,6 @@ def plot_ess(tree: xr.DataTree, path: str | Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_rank(tree: xr.DataTree, path: str | Path, num_data: int = 3) -> None:
@@ -619,4 +614,6 @@ def plot_rank(tree: xr.DataTree, path: str | Path, num_data: int = 3) -> None:
     sub = sub.assign_coords({d: np.arange(n) for d, n in sub.sizes.items() if d not in sub.coords})
     pc = arviz_plots.plot_rank(xr.DataTree.from_dict({"posterior": sub}), var_names=["x0"])
     pc.savefig(path)
-    plt.close("all")
+    import matplotlib.pyplot as plt  # arviz-plots draws through pyplot: close its figure, and only that
+
+    plt.close(pc.viz["figure"].item())

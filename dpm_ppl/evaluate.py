@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-
-matplotlib.use("Agg")  # headless: figures go to files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .likelihood import (  # noqa: E402
+from .likelihood import (
     KHAT_THRESHOLD,
     LN2,
     LikelihoodEstimate,
@@ -33,8 +29,8 @@ from .likelihood import (  # noqa: E402
     likelihood_datatree,
     log_likelihood,
 )
-from .records import mean_stderr, write_json  # noqa: E402
-from .run import BASELINE_LABELS, baseline_results, has_baselines, load_run  # noqa: E402
+from .records import mean_stderr, write_json
+from .run import BASELINE_LABELS, baseline_results, has_baselines, load_run
 
 
 __all__ = ["EVALUATION_FILE", "evaluate_run", "plot_khat", "print_evaluation", "summarise"]
@@ -81,7 +77,8 @@ def plot_khat(khat: np.ndarray, path: str | Path, x0: np.ndarray | None = None) 
     """k̂ per datum with the 0.5 (finite variance) and 0.7 (reliability) lines; 2-D data also coloured by k̂."""
     khat = np.asarray(khat, np.float64)
     two_d = x0 is not None and np.asarray(x0).reshape(len(khat), -1).shape[1] == 2
-    fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 6, 4), squeeze=False)
+    fig = Figure(figsize=(11 if two_d else 6, 4))
+    axes = fig.subplots(1, 2 if two_d else 1, squeeze=False)
     ax = axes[0, 0]
     finite = np.isfinite(khat)
     ax.scatter(
@@ -100,7 +97,6 @@ def plot_khat(khat: np.ndarray, path: str | Path, x0: np.ndarray | None = None) 
         fig.colorbar(sc, ax=axes[0, 1])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_evaluation(name: str, results: dict, T: int) -> None:

@@ -1,6 +1,9 @@
 """Figures of tabular data and of posterior queries: written, non-empty, labelled with the column names, and
 robust to one column, many columns, hidden entries and observations of another shape."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -111,3 +114,14 @@ def test_posterior_of_binary_and_image_queries(tmp_path):
     diagnostics.plot_posterior(Observed({"y": y}, images[0, 0]), images, images[0, 0], tmp_path / "i.png")
     for name in ("b.png", "i.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_importing_never_switches_the_matplotlib_backend():
+    """A notebook's backend survives `import dpm_ppl` and every module that draws (no `matplotlib.use`)."""
+    code = (
+        "import matplotlib; import dpm_ppl, dpm_ppl.diagnostics, dpm_ppl.evaluate, dpm_ppl.run, dpm_ppl.query_script; "
+        "print(matplotlib.get_backend())"
+    )
+    env = {**os.environ, "MPLBACKEND": "pdf"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().lower() == "pdf"
