@@ -138,6 +138,7 @@ def choose_sampler(default: AbstractSampler, method: str | None = None, **option
 
 # -- your own observations ---------------------------------------------------------------------
 
+
 def _arguments(model: QueryModel) -> tuple[list[str], list[str]]:
     """The query model's observation arguments (all after ``diffusion``) and those without a default."""
     params = list(inspect.signature(model).parameters.values())[1:]

@@ -140,7 +140,8 @@ def prepare_folder(out: Path, info: dict, *, resume: bool, force: bool) -> None:
 
     - ``resume``: ``out`` must hold this same run (script, data, T, seed, settings) and its checkpoint.
     - a fresh start refuses a folder holding a different run, an unfinished run of the same settings
-      (its checkpoint is work: resume it), or files that are not a run's, unless ``force``.
+      (its checkpoint is work: resume it), or a run's outputs without its run.json, unless ``force``. Files
+      that no command writes (the user's own, e.g. the data file) are never touched.
     """
     run_file = out / RUN_FILE
     old = json.loads(run_file.read_text()) if run_file.is_file() else None
@@ -159,10 +160,14 @@ def prepare_folder(out: Path, info: dict, *, resume: bool, force: bool) -> None:
         return
     if not force:
         if old is None:
-            raise RunFolderError(
-                f"{str(out)!r} is not empty and holds no run ({RUN_FILE} is missing); choose an empty or new folder "
-                "with `--out`, or give `--force` to write into it anyway."
-            )
+            ours = sorted(p.name for p in out.iterdir() if p.name in OUTPUTS or p.name.endswith((".eqx", ".eqx.prev")))
+            if ours:
+                raise RunFolderError(
+                    f"{str(out)!r} holds outputs of a run ({', '.join(ours)}) but no {RUN_FILE}, so it cannot be "
+                    "told whether they are this run's; choose another folder with `--out`, or give `--force` to "
+                    "replace them."
+                )
+            return  # other files (the user's own) are never touched
         changed = _differences(old, info)
         if changed:
             raise RunFolderError(

@@ -75,12 +75,18 @@ def test_resume_continues_only_the_same_run(data, tmp_path, capsys):
     assert "data_sha256" in capsys.readouterr().err
 
 
-def test_a_folder_of_other_files_is_refused(data, tmp_path, capsys):
+def test_other_files_are_kept_and_orphan_outputs_refused(data, tmp_path, capsys):
+    """The user's own files in the folder are never touched; a run's outputs without run.json are refused."""
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
+    assert _fit(data, out) == 0
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "results.json").exists()
+    (out / "run.json").unlink()
+    capsys.readouterr()
     assert _fit(data, out) == 2
-    assert "holds no run" in capsys.readouterr().err
+    assert "holds outputs of a run" in capsys.readouterr().err
+    assert _fit(data, out, "--force") == 0
     assert (out / "notes.txt").read_text() == "my notes"
 
 
