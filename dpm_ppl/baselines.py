@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from .arguments import positive_int
 from .records import mean_stderr
 
 
@@ -151,8 +152,7 @@ def _gmm(train, test, *, seed, max_components, folds, cv_rows=CV_ROWS):
     from sklearn.model_selection import KFold
 
     train, test = _pair(train, test)
-    if isinstance(max_components, bool) or not isinstance(max_components, int) or max_components < 1:
-        raise ValueError(f"`max_components` must be a positive integer, got {max_components!r}.")
+    positive_int("max_components", max_components)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer ≥ 2, got {folds!r}.")
     n, d = train.shape

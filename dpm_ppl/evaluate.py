@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
+from .arguments import positive_int
 from .likelihood import (
     KHAT_THRESHOLD,
     LN2,
@@ -182,9 +183,7 @@ def evaluate_run(
     loaded = load_run(run)
     x0 = getattr(loaded.split, split)
     if num_data is not None:
-        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
-            raise ValueError(f"`num_data` must be a positive integer, got {num_data!r}.")
-        x0 = x0[:num_data]
+        x0 = x0[: positive_int("num_data", num_data)]
     diffusion = loaded.diffusion
     start = time.perf_counter()
     estimate = log_likelihood(

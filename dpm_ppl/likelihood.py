@@ -44,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from .arguments import positive_int
 from .bound import bound_terms
 from .family import AbstractFamily
 from .kernels import ReverseKernel
@@ -122,12 +123,6 @@ def discrete_bits_per_dim(
     """
     log_p = np.asarray(log_p, np.float64)
     return -log_p / (dim * LN2) + math.log2(scale) - math.log2(bin_width)
-
-
-def _positive_int(name: str, value: object, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}. {fix}")
-    return int(value)
 
 
 def _tail_length(num_trajectories: int) -> int:
@@ -379,9 +374,9 @@ def log_likelihood(
       multiple of the number of local devices: each batch is split over them (data parallel).
     - `progress`: show a tqdm progress bar over data batches.
     """
-    M = _positive_int("num_trajectories", num_trajectories, "Use M ≥ 1 trajectories per datum (e.g. 1000).")
-    C = min(_positive_int("chunk_size", chunk_size, "Use e.g. 128 trajectories per chunk."), M)
-    B = _positive_int("batch_size", batch_size, "Use e.g. 64 data per batch.")
+    M = positive_int("num_trajectories", num_trajectories, "Use M ≥ 1 trajectories per datum (e.g. 1000).")
+    C = min(positive_int("chunk_size", chunk_size, "Use e.g. 128 trajectories per chunk."), M)
+    B = positive_int("batch_size", batch_size, "Use e.g. 64 data per batch.")
     betas, kernel, x0 = _model_pieces(diffusion, x0)
     n = x0.shape[0]
     mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
@@ -412,7 +407,7 @@ def log_weights(
 
     Memory grows with M: for inspecting weights (histograms, `psis_khat`) on a few data.
     """
-    M = _positive_int("num_trajectories", num_trajectories, "Use M ≥ 1 trajectories per datum.")
+    M = positive_int("num_trajectories", num_trajectories, "Use M ≥ 1 trajectories per datum.")
     betas, kernel, x0 = _model_pieces(diffusion, x0)
     keys = _data_keys(key, np.arange(x0.shape[0]))
     run = eqx.filter_jit(_chunk_log_weights)

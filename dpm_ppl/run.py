@@ -280,10 +280,6 @@ def fit_experiment(
     return report(experiment, trained, split, result, out, key, num_samples=num_samples, steps=config.steps)
 
 
-def _stderr(x: np.ndarray) -> float:
-    return mean_stderr(x)[1]
-
-
 def baseline_results(train: np.ndarray, test: np.ndarray, K_bits: np.ndarray, *, seed: int, label: str = "K") -> dict:
     """The density baselines a user can act on (`dpm_ppl.baselines`: a full-covariance Gaussian and a
     Gaussian mixture whose k is chosen by cross-validation on the training rows), fitted on the same
@@ -325,7 +321,7 @@ def report(
         "K_minus_Lnull_bits": float(bits["K_minus_Lnull"].mean()),
         "K_bits_per_dim": float(bits["K"].mean()) / trained.dim,
         "K_minus_Lnull_bits_per_dim": float(bits["K_minus_Lnull"].mean()) / trained.dim,
-        "K_stderr_bits": _stderr(bits["K"]),
+        "K_stderr_bits": mean_stderr(bits["K"])[1],
         "L_null_bits": float(bits["log_null"].mean()),
         "num_train": len(split.train),
         "num_val": len(split.val),
@@ -346,16 +342,16 @@ def report(
     if true_lp is not None:
         true_bits = (np.asarray(true_lp) + log_jacobian) / LN2
         results["true_loglik_bits"] = float(true_bits.mean())
-        results["true_loglik_stderr_bits"] = _stderr(true_bits)
+        results["true_loglik_stderr_bits"] = mean_stderr(true_bits)[1]
         results["gap_to_truth_bits"] = results["true_loglik_bits"] - results["K_bits"]
     ceiling = _ceiling_model(experiment, trained)
     if ceiling is not None:  # the same draws of xᵗ: the difference to the trained K is paired
         best = np.asarray(bound_terms(ceiling, {}, split.test, jax.random.fold_in(key, 2)).bits()["K"])
         results["oracle_K_bits"] = float(best.mean())
-        results["oracle_K_stderr_bits"] = _stderr(best)
+        results["oracle_K_stderr_bits"] = mean_stderr(best)[1]
         gain = best - bits["K"]
         results["oracle_minus_K_bits"] = float(gain.mean())
-        results["oracle_minus_K_stderr_bits"] = _stderr(gain)
+        results["oracle_minus_K_stderr_bits"] = mean_stderr(gain)[1]
     if has_baselines(trained, split):
         results["baselines"] = baseline_results(split.train, split.test, bits["K"], seed=0)
     # Results in data units too: log p_raw = log p_std − log|scale|.

@@ -60,6 +60,7 @@ from numpyro.infer.svi import SVIState
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .arguments import positive_int
 from .bound import BoundTerms, DiffusionELBO, Estimator
 from .model import AbstractDiffusion
 
@@ -74,11 +75,6 @@ _ON_NONFINITE = ("stop", "skip")
 _OK, _BAD_LOSS, _BAD_GRAD = 0, 1, 2
 _TERMS = ("kl", "entropy_T", "entropy_1", "prior")
 _SIGNALS = ("SIGINT", "SIGTERM")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +114,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "steps_per_call", "eval_every", "checkpoint_every", "eval_size"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("learning_rate", "final_learning_rate", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -346,16 +342,6 @@ def _non_finite_error(
     return NonFiniteError(message, step=step, cause=cause, terms=bad, state=state, params=svi.get_params(state))
 
 
-def _summary(terms: BoundTerms) -> dict[str, float]:
-    bits = terms.bits()
-    n = bits["K"].shape[0]
-    return {
-        "K_bits": float(bits["K"].mean()),
-        "K_minus_Lnull_bits": float(bits["K_minus_Lnull"].mean()),
-        "K_stderr_bits": float(bits["K"].std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-    }
-
-
 class _SignalFlag:
     """SIGINT and SIGTERM handlers that only record the signal (`caught`), installed for a ``with`` block.
 
@@ -574,7 +560,8 @@ def fit(
                 improved = False
                 if step % config.eval_every == 0 or step == config.steps:
                     local = _local(state)
-                    K = _summary(bound_terms(diffusion, svi.get_params(local), val_eval, eval_key))["K_bits"]
+                    terms = bound_terms(diffusion, svi.get_params(local), val_eval, eval_key)
+                    K = float(terms.bits()["K"].mean())
                     history["eval_step"].append(step)
                     history["eval_K_bits"].append(K)
                     improved = history["best_step"] is None or rank(K) > rank(history["best_K_bits"])

@@ -6,21 +6,13 @@ import abc
 from typing import ClassVar
 
 import equinox as eqx
-import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ..query import LogR
 from ._result import Posterior
 
 
-__all__ = ["AbstractSampler", "positive_int"]
-
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an int, or a ValueError naming the argument when it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
+__all__ = ["AbstractSampler"]
 
 
 class AbstractSampler(eqx.Module):

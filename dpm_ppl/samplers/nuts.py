@@ -36,11 +36,12 @@ from numpyro import handlers
 from numpyro.infer import MCMC, init_to_sample
 from numpyro.infer import NUTS as _NumPyroNUTS
 
+from ..arguments import positive_int
 from ..chains import apply_kernel
 from ..family import GaussianFamily
 from ..model import TRAJECTORY, X0, AbstractDiffusion
 from ..query import LogR, QueryError
-from ._base import AbstractSampler, positive_int
+from ._base import AbstractSampler
 from ._result import Posterior, event_dims, observed_dataset, rhat_max
 
 

@@ -7,8 +7,9 @@ from typing import ClassVar
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
+from ..arguments import positive_int
 from ..query import LogR
-from ._base import AbstractSampler, positive_int
+from ._base import AbstractSampler
 from ._particles import run_particles
 from ._result import Posterior
 

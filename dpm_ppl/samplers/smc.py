@@ -8,11 +8,12 @@ import equinox as eqx
 import jax
 from jaxtyping import PRNGKeyArray
 
+from ..arguments import positive_int
 from ..family import GaussianFamily
 from ..linear_gaussian import recognise
 from ..query import LogR, QueryError
 from . import _smc_engine as engine
-from ._base import AbstractSampler, positive_int
+from ._base import AbstractSampler
 from ._particles import run_particles
 from ._result import Posterior
 
