@@ -109,6 +109,7 @@ def _query(args: argparse.Namespace) -> None:
         num_runs=args.num_runs,
         num_chains=args.num_chains,
         twist=args.twist,
+        covariance=args.covariance,
         rejuvenate=args.rejuvenate,
         observations=args.observations,
     )
@@ -194,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--num-runs", type=_positive, help="independent runs (smc, perturbed): log Z's error bar")
     q.add_argument("--num-chains", type=_positive, help="NUTS chains")
     q.add_argument("--twist", choices=("smoothed", "tds", "noisy"), help="SMC's intermediate targets")
+    q.add_argument(
+        "--covariance", choices=("auto", "jacobian", "diagonal"),
+        help="SMC's smoothed twist: Cov[x0 | xt] from the denoiser's Jacobian or the kernel's diagonal",
+    )  # fmt: skip
     q.add_argument("--rejuvenate", type=int, help="SMC: MALA moves per particle and step (Gaussian models)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")

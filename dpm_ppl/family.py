@@ -107,6 +107,16 @@ class AbstractFamily(eqx.Module):
         t = 1 ``params`` is the fixed last step p(x⁰ | x¹), the model's own distribution of x⁰.
         """
 
+    def tweedie_scale(self, t: Int[ArrayLike, ""], betas: Array) -> Array | None:
+        """c_t with Cov[x⁰ | xᵗ] = c_t·∂E[x⁰ | xᵗ]/∂xᵗ for t ≥ 2, or None where no such identity holds.
+
+        Gaussian: xᵗ = √ᾱ_t x⁰ + √(1−ᾱ_t) ε gives Tweedie's second-order formula with
+        c_t = (1 − ᾱ_t)/√ᾱ_t, so the Jacobian of the denoiser x̂⁰ = `x0_estimate` is the model's full
+        posterior covariance of x⁰ (the twisted sampler's ``covariance="jacobian"``).
+        """
+        del t, betas
+        return None
+
     @abc.abstractmethod
     def tilt(self, params: KernelParams, grad: Array, curvature: Array) -> KernelParams:
         """The kernel multiplied by exp(g·x − ½·h·x²) per coordinate: the proposal of a twisted step."""
@@ -196,6 +206,10 @@ class GaussianFamily(AbstractFamily):
         x0 = (mean - ct * x_t) / c0
         v0 = jnp.maximum(var - gaussian.posterior_variance(tt, betas), 0.0) / c0**2
         return jnp.where(t == 1, mean, x0), jnp.where(t == 1, var, v0)
+
+    def tweedie_scale(self, t, betas):
+        t = jnp.asarray(t)
+        return gaussian.one_minus_alpha_bar(betas)[t] / jnp.sqrt(gaussian.alpha_bar(betas)[t])
 
     def tilt(self, params, grad, curvature):
         mean, var = params

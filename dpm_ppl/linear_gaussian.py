@@ -51,18 +51,30 @@ class LinearGaussian(eqx.Module):
     coef: Float[Array, "B m"] | None
     matrix: Float[Array, "B m d"] | None
 
-    def log_twist(self, x0_hat: Array, v0: Array) -> Array:
-        """log N(y; A x̂⁰ + b, diag s2 + A diag(V) Aᵀ) per datum, shape ``(B,)``, for x̂⁰, V of shape ``(B, *event)``."""
+    def rows(self, d: int) -> Float[Array, "B m d"]:
+        """The rows of A as a dense ``(B, m, d)`` array (a selection's rows are scaled unit vectors)."""
+        if self.index is not None:
+            return self.coef[..., None] * jax.nn.one_hot(self.index, d, dtype=self.coef.dtype)
+        return self.matrix
+
+    def log_twist(self, x0_hat: Array, v0: Array, cov: Array | None = None) -> Array:
+        """log N(y; A x̂⁰ + b, diag s2 + C) per datum, shape ``(B,)``, for x̂⁰, V of shape ``(B, *event)``.
+
+        C is ``cov`` (``(B, m, m)``: A Cov[x⁰|xᵗ] Aᵀ, e.g. from the denoiser's Jacobian) when given,
+        else A diag(V) Aᵀ.
+        """
         B = x0_hat.shape[0]
         x, v = x0_hat.reshape(B, -1), v0.reshape(B, -1)
         if self.index is not None:
             mean = self.coef * jnp.take_along_axis(x, self.index, axis=1) + self.offset
-            var = self.s2 + self.coef**2 * jnp.take_along_axis(v, self.index, axis=1)
-            return -0.5 * jnp.sum(_LOG_2PI + jnp.log(var) + (self.y - mean) ** 2 / var, axis=1)
-        A = self.matrix
-        mean = jnp.einsum("bmd,bd->bm", A, x) + self.offset
-        cov = jnp.einsum("bmd,bd,bnd->bmn", A, v, A) + jax.vmap(jnp.diag)(self.s2)
-        chol = jnp.linalg.cholesky(cov)
+            if cov is None:
+                var = self.s2 + self.coef**2 * jnp.take_along_axis(v, self.index, axis=1)
+                return -0.5 * jnp.sum(_LOG_2PI + jnp.log(var) + (self.y - mean) ** 2 / var, axis=1)
+        else:
+            mean = jnp.einsum("bmd,bd->bm", self.matrix, x) + self.offset
+        if cov is None:
+            cov = jnp.einsum("bmd,bd,bnd->bmn", self.matrix, v, self.matrix)
+        chol = jnp.linalg.cholesky(cov + jax.vmap(jnp.diag)(self.s2))
         z = jax.scipy.linalg.solve_triangular(chol, (self.y - mean)[..., None], lower=True)[..., 0]
         log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
         return -0.5 * (self.y.shape[1] * _LOG_2PI + log_det + jnp.sum(z**2, axis=1))

@@ -210,16 +210,30 @@ def in_data_units(query: QueryModel, standardiser) -> QueryModel:
     """
     if not callable(query):
         raise QueryError(f"`query` must be a NumPyro model (a callable), got {type(query).__name__}.")
+    return _DataUnitsQuery(query, standardiser)
 
-    def data_units_query(diffusion, **observations):
-        shift, scale = affine_map(standardiser, tuple(diffusion.event_shape))
+
+class _DataUnitsQuery:
+    """`in_data_units`' query: equal (and hashed) by the query and the standardiser's values, so repeated
+    `dpm_ppl.posterior` calls of one run's query share their compiled sampler."""
+
+    def __init__(self, query: QueryModel, standardiser):
+        self.__wrapped__, self.standardiser = query, standardiser
+        self.__name__ = getattr(query, "__name__", "query")
+        shift, scale = (np.asarray(getattr(standardiser, a, np.nan), np.float64) for a in ("shift", "scale"))
+        self._key = (query, shift.shape, shift.tobytes(), scale.shape, scale.tobytes())
+
+    def __call__(self, diffusion, **observations):
+        shift, scale = affine_map(self.standardiser, tuple(diffusion.event_shape))
         clamps = _ClampInModelUnits(shift, scale)
         with clamps:
-            return query(DataUnits(diffusion, clamps), **observations)
+            return self.__wrapped__(DataUnits(diffusion, clamps), **observations)
 
-    data_units_query.__wrapped__ = query
-    data_units_query.__name__ = getattr(query, "__name__", "query")
-    return data_units_query
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _DataUnitsQuery) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
 
 # -- checking observations before sampling --------------------------------------------------------
@@ -336,8 +350,15 @@ def _depends_on_input(jaxpr: jex_core.ClosedJaxpr) -> bool:
     return any(isinstance(v, jex_core.Var) and v in tainted for v in jaxpr.jaxpr.outvars)
 
 
+@jax.tree_util.register_pytree_node_class
 class LogR:
     """log r(x⁰) of a query model, per datum, with the query's latent sites and exact observations.
+
+    A pytree: the model, the observations and the exact observation's mask and values are its leaves, so a
+    sampler compiled for one query runs again on new observations of the same shapes (and a retrained
+    model of the same architecture) without compiling; the query function itself is static. A query must
+    therefore be traceable in its observations, as NumPyro's MCMC requires of a model's arguments (compute
+    masks with ``jnp``, or outside the query).
 
     **Arguments:**
 
@@ -387,7 +408,7 @@ class LogR:
             )
         if len(clamps) > 1:
             raise QueryError(f"Give one `observe_exactly` site (one mask), got {clamps}.")
-        self.observed, self.clamp = observed, None
+        self.observed, self.clamp = tuple(observed), None
         if clamps:
             fn = tr[clamps[0]]["fn"]
             if fn.x0 is not x0:
@@ -395,6 +416,18 @@ class LogR:
             self.clamp = (fn.mask, jnp.broadcast_to(tr[clamps[0]]["value"], x0.shape))
         latents = {k: tr[k]["value"] for k in self.latents}
         self._check(x0, latents, clamps)
+
+    def tree_flatten(self):
+        children = (self.query, self.diffusion, self.observations, self.clamp)
+        return children, (self.num_data, tuple(self.latents.items()), self.observed)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        self = object.__new__(cls)
+        self.query, self.diffusion, self.observations, self.clamp = children
+        self.num_data, latents, self.observed = aux
+        self.latents = dict(latents)
+        return self
 
     # -- evaluation -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ training mean (in data units, and in units of each column's training sd).
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import dpm_ppl as dpm
@@ -34,11 +35,12 @@ QUANTILES = (0.5 - LEVEL / 2, 0.5, 0.5 + LEVEL / 2)
 
 
 def model(diffusion, y):
-    known = ~np.isnan(np.asarray(y))  # the observations are concrete arrays, even while a sampler traces
-    if known.all():
-        raise QueryError("No entry of `y` is missing (NaN): there is nothing to impute.")
-    if not known.any():
-        raise QueryError("Every entry of `y` is missing (NaN): give the entries you know.")
+    known = ~jnp.isnan(y)
+    if not isinstance(known, jax.core.Tracer):  # checked on the concrete observations, before any sampling
+        if bool(known.all()):
+            raise QueryError("No entry of `y` is missing (NaN): there is nothing to impute.")
+        if not bool(known.any()):
+            raise QueryError("Every entry of `y` is missing (NaN): give the entries you know.")
     x0 = diffusion.prior((y.shape[0],))
     observe_exactly("known", x0, y, known)
 

@@ -353,3 +353,47 @@ def test_sampler_errors(key):
             key=key,
             sampler=dpm.SMC(rejuvenate=2),
         )
+
+
+def _located(diffusion, y, scale):
+    x0 = diffusion.prior((y.shape[0],))
+    numpyro.sample("y", dist.Normal(x0, scale).to_event(1), obs=y)
+
+
+def test_new_observations_reuse_the_compiled_sampler(key, monkeypatch):
+    """A second query of the same model with new observations of the same shapes (here also a new noise
+    scale; and the same for a query in data units) traces the SMC program no more: `LogR` is a pytree whose
+    observations are arguments of the compiled run, not constants baked into it. Each answer is still its own
+    conjugate posterior's."""
+    from dpm_ppl.samplers import _smc_engine as engine
+
+    traces = []
+    run = engine.run
+    monkeypatch.setattr(engine, "run", lambda *a, **k: traces.append(1) or run(*a, **k))
+    smc = dpm.SMC(num_particles=500, num_runs=4)
+    standardiser = Standardiser(np.array([1.0, -2.0], np.float32), np.array([2.0, 0.5], np.float32))
+    for units in (None, standardiser):
+        counts = []
+        for y, scale in ((Y, 0.4), (Y + 0.3, 0.7), (Y - 0.5, 0.25)):
+            obs = {"y": y, "scale": jnp.asarray(scale)}
+            r = posterior(_located, MODEL, obs, key=key, sampler=smc, progress=False, standardiser=units)
+            counts.append(len(traces))
+            if units is None:
+                _, _, log_Z = conjugate(y, scale)
+                assert np.all(np.abs(r.log_Z - log_Z) < N_SE * r.log_Z_stderr + 1e-3), (r.log_Z, log_Z)
+        assert counts[0] >= 1 and counts[1] == counts[0] and counts[2] == counts[0], (units, counts)
+        traces.clear()
+
+
+def test_a_query_that_needs_concrete_observations_still_runs(key):
+    """numpy on the observations inside the query cannot be traced: that query is compiled with its observations
+    as constants (once per call), and its answer is the conjugate one."""
+
+    def numpy_query(diffusion, y):
+        known = ~np.isnan(np.asarray(y))  # concrete only
+        x0 = diffusion.prior((y.shape[0],))
+        numpyro.sample("y", dist.Normal(x0, 0.5).mask(known).to_event(1), obs=jnp.where(known, y, 0.0))
+
+    r = posterior(numpy_query, MODEL, {"y": Y}, key=key, sampler=dpm.SMC(num_particles=500, num_runs=4), progress=False)
+    _, _, log_Z = conjugate(Y, 0.5)
+    assert np.all(np.abs(r.log_Z - log_Z) < N_SE * r.log_Z_stderr + 1e-3), (r.log_Z, log_Z)

@@ -313,3 +313,51 @@ def test_a_pretrained_denoiser_is_a_model_for_queries(key):
     r_x = np.exp(stats.norm.logpdf(Y3, x0, SIGMA).sum(-1))
     ref, ref_se = np.log(r_x.mean()), r_x.std() / (np.sqrt(len(r_x)) * r_x.mean())
     assert abs(r.log_Z[0] - ref) < N_SE * np.hypot(r.log_Z_stderr[0], ref_se), (r.log_Z, ref, ref_se)
+
+
+# -- a multimodal posterior: the Jacobian (Tweedie) covariance of the smoothed twist -------------------
+
+_U = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+_MIX_MEANS = np.array([[-4.0, 0.0], [4.0, 1.0], [0.5, -4.0], [0.0, 4.0]]) @ _U  # modes along two directions
+_MIX_W = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+def _mixture_problem(A, sigma):
+    """The exact evidence, posterior component weights and means for y ~ N(A x⁰, σ²), x⁰ ~ Σ w_k N(μ_k, I)."""
+    y = np.array([0.8])
+    cy = sigma**2 * np.eye(len(A)) + A @ A.T
+    lw = np.log(_MIX_W) + np.array([stats.multivariate_normal.logpdf(y, A @ m, cy) for m in _MIX_MEANS])
+    evidence = np.logaddexp.reduce(lw)
+    cov = np.linalg.inv(np.eye(4) + A.T @ A / sigma**2)
+    means = np.array([cov @ (A.T @ y / sigma**2 + m) for m in _MIX_MEANS])
+    return y, evidence, np.exp(lw - evidence), means
+
+
+@pytest.mark.parametrize("rows", ["dense", "selection"])
+def test_jacobian_twist_on_a_multimodal_posterior(rows, key):
+    """A 4-component mixture in d = 4 (`GaussianMixtureOracle`, DDPM's T = 1000: its p(x⁰) is the mixture
+    to ~10⁻³ nats) observed through one noisy row: the posterior keeps two modes. The default smoothed twist
+    (`covariance="jacobian"` here) gives the exact evidence within its error bar and the exact mode shares.
+    Measured with the diagonal V instead, log Z came out 0.015–0.047 low at 3–9 of its own standard errors."""
+    A = np.array([[0.3, 0.9, -0.4, 0.5]]) if rows == "dense" else np.array([[0.0, 1.0, 0.0, 0.0]])
+    sigma = 0.3
+    y, evidence, weights, means = _mixture_problem(A, sigma)
+    betas = np.linspace(1e-4, 0.02, 1000)
+    oracle = dpm.GaussianMixtureOracle(betas, _MIX_MEANS, _MIX_W, 1.0)
+    model = dpm.GaussianDiffusion((4,), dpm.ArraySchedule(betas), kernel=oracle)
+    A32 = jnp.asarray(A, jnp.float32)
+
+    def query(diffusion, y):
+        x0 = diffusion.prior((1,))
+        numpyro.sample("y", dist.Normal(x0 @ A32.T, sigma).to_event(1), obs=y)
+
+    smc = dpm.SMC(num_particles=1000, num_runs=4)
+    r = dpm.posterior(query, model, {"y": y[None]}, key=key, sampler=smc, progress=False)
+    assert abs(r.log_Z[0] - evidence) < N_SE * r.log_Z_stderr[0] + 0.01, (r.log_Z, evidence, r.log_Z_stderr)
+    assert sorted(weights)[-2] > 0.2, "the posterior is not multimodal"
+    x = np.asarray(r.x0)[:, :, 0]  # (run, draw, d)
+    label = np.argmin(((x[..., None, :] - means) ** 2).sum(-1), axis=-1)
+    shares = np.stack([(label == k).mean(1) for k in range(len(weights))], axis=1)  # (run, K)
+    se = shares.std(0, ddof=1) / 2
+    assert np.all(np.abs(shares.mean(0) - weights) < N_SE * se + 0.01), (shares.mean(0), weights, se)
+    assert r.ess_min > 0.3 * 1000 and r.rhat_max < 1.01

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import equinox as eqx
 import jax
 import numpy as np
 import xarray as xr
@@ -27,22 +28,38 @@ from ._result import Posterior, event_dims, log_mean_exp, observed_dataset, rhat
 __all__ = ["run_particles"]
 
 
+def _one_run(log_r: LogR, key: PRNGKeyArray, num_particles: int, exact: bool, options: dict):
+    """One run of `engine.run` and its draws (resampled by the final weights when ``exact``)."""
+    k_run, k_draw = jax.random.split(key)
+    out = engine.run(log_r, k_run, num_particles, resample=exact, **options)
+    if exact:
+        idx = engine.resample_indices(k_draw, out.log_weights, log_r.joint)
+        draws = engine.gather((out.x0, out.latents), idx, out.x0.shape[1])
+    else:
+        draws = (out.x0, out.latents)
+    return out, draws
+
+
+# `LogR` is a pytree whose observations and model are traced: one program per query function, shapes and
+# options, reused by later calls with new observations or a retrained model of the same architecture.
+_one_run_traced = eqx.filter_jit(_one_run)
+
+
 def _run_all(log_r: LogR, key: PRNGKeyArray, num_particles: int, num_runs: int, exact: bool, progress: bool, options):
-    @jax.jit
     def one(k):
-        k_run, k_draw = jax.random.split(k)
-        out = engine.run(log_r, k_run, num_particles, resample=exact, **options)
-        if exact:
-            idx = engine.resample_indices(k_draw, out.log_weights, log_r.joint)
-            draws = engine.gather((out.x0, out.latents), idx, out.x0.shape[1])
-        else:
-            draws = (out.x0, out.latents)
-        return out, draws
+        return _one_run_traced(log_r, k, num_particles, exact, options)
 
     results = []
     keys = jax.random.split(key, num_runs)
-    for k in tqdm(keys, desc="runs", disable=not progress, leave=False):
-        results.append(jax.device_get(one(k)))
+    for i, k in enumerate(tqdm(keys, desc="runs", disable=not progress, leave=False)):
+        try:
+            results.append(jax.device_get(one(k)))
+        except jax.errors.JAXTypeError:
+            if i:
+                raise
+            # the query needs concrete observations (numpy on them): compile it with them as constants
+            one = jax.jit(lambda k: _one_run(log_r, k, num_particles, exact, options))
+            results.append(jax.device_get(one(k)))
     return jax.tree.map(lambda *a: np.stack(a), *results)
 
 

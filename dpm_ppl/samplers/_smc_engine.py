@@ -15,7 +15,13 @@ Z = E_p[r(x⁰)] and the final weighted particles target p(x⁰)·r(x⁰) exactl
 predicts about x⁰ from xᵗ, (x̂⁰, V) = `AbstractFamily.x0_estimate` of the reverse kernel at xᵗ:
 
 - ``"smoothed"``: for each observation recognised as y ~ N(A x⁰ + b, σ²) (`linear_gaussian`), the
-  Gaussian-smoothed N(y; A x̂⁰ + b, σ²I + A V Aᵀ); every other factor of r at x̂⁰ (as ``"tds"``).
+  Gaussian-smoothed N(y; A x̂⁰ + b, σ²I + A C Aᵀ); every other factor of r at x̂⁰ (as ``"tds"``).
+  C is Cov[x⁰ | xᵗ]: with ``covariance="jacobian"`` the full covariance c_t·∂x̂⁰/∂xᵗ of Tweedie's
+  second-order formula (`AbstractFamily.tweedie_scale`; Boys et al. 2023, TMPD), A C Aᵀ from m
+  Jacobian-vector products of the denoiser (m rows of A), symmetrised and clipped to be positive
+  semi-definite; with ``"diagonal"`` the kernel's own diag V. The Jacobian form sees how the
+  coordinates of x⁰ move together (the modes of a mixture lie along a few directions), which diag V
+  cannot; it is held fixed under the gradient that tilts the proposal.
 - ``"tds"``: r(x̂⁰(xᵗ)) (Wu et al. 2023, TDS).
 - ``"noisy"``: r(xᵗ)^{(T−t)/T}, r evaluated at the noisy state (paper Eq 16 with the annealing of
   Eq 23). Kept for comparison only: its incremental weights can have infinite variance, and log Z
@@ -56,10 +62,12 @@ from ..linear_gaussian import LinearGaussian
 from ..query import LogR
 
 
-__all__ = ["SMCOutput", "Twist", "TWISTS", "gather", "resample_indices", "run"]
+__all__ = ["COVARIANCES", "Covariance", "SMCOutput", "TWISTS", "Twist", "gather", "resample_indices", "run"]
 
 Twist = Literal["smoothed", "tds", "noisy"]
 TWISTS: tuple[str, ...] = ("smoothed", "tds", "noisy")
+Covariance = Literal["jacobian", "diagonal"]
+COVARIANCES: tuple[str, ...] = ("jacobian", "diagonal")
 _TARGET_ACCEPT = 0.574  # MALA's optimal acceptance rate (Roberts & Rosenthal 1998)
 
 
@@ -133,6 +141,7 @@ def run(
     *,
     twist: Twist | Literal["perturbed"] = "smoothed",
     smoothed: tuple[LinearGaussian, ...] = (),
+    covariance: Covariance = "jacobian",
     resample: bool = True,
     resample_below: float = 0.5,
     curvature: bool = True,
@@ -143,7 +152,9 @@ def run(
 
     ``twist="perturbed"`` is the paper's perturbed sampler: r(xᵗ) = r(x⁰) at every step (Eq 16)
     with the perturbed kernel (Eq 22), and ``resample=False``; its weights measure its bias.
-    ``smoothed`` are the query's recognised linear-Gaussian sites (`linear_gaussian.recognise`).
+    ``smoothed`` are the query's recognised linear-Gaussian sites (`linear_gaussian.recognise`), and
+    ``covariance`` how their twist gets Cov[x⁰ | xᵗ] (module docstring; "jacobian" needs a family with
+    `AbstractFamily.tweedie_scale`, else the diagonal is used).
     """
     diffusion = log_r.diffusion
     family, event_ndim = diffusion.family, diffusion.event_ndim
@@ -158,6 +169,8 @@ def run(
     at_noisy_state = twist in ("noisy", "perturbed")
     smoothed_names = {s.name for s in smoothed} if twist == "smoothed" else set()
     rest = [name for name in log_r.observed if name not in smoothed_names]
+    jacobian = bool(smoothed_names) and covariance == "jacobian" and family.tweedie_scale(1, betas) is not None
+    rows = [site.rows(diffusion.dim) for site in smoothed] if jacobian else []
 
     def lam(t):
         return jnp.ones(()) if twist == "perturbed" else (T - t) / T
@@ -173,16 +186,37 @@ def run(
         tw = family.marginal_log_prob(x, clamp[1], tt, betas) - family.reverse_log_prob(x, prior_params)
         return jnp.where(t > 0, _sum_event(jnp.where(clamp[0], tw, 0.0), event_ndim), 0.0)
 
-    def log_psi_r(x, params, latents, t):
-        """log ψ_t(xᵗ) without the clamp term, ``(N, B)``."""
-        if at_noisy_state:
-            return log_r_at(x, latents) * lam(t)
+    def x0_of(params, x, t):
         x0, v0 = family.x0_estimate(params, x, t, betas)
         if clamp is not None:
             x0, v0 = jnp.where(clamp[0], clamp[1], x0), jnp.where(clamp[0], 0.0, v0)
+        return x0, v0
+
+    def jacobian_covariances(x, t):
+        """A·Cov[x⁰|xᵗ]·Aᵀ = c_t·A (∂x̂⁰/∂xᵗ) Aᵀ per smoothed site, ``(N, B, m, m)``, held fixed (t ≥ 2)."""
+        _, jvp = jax.linearize(lambda z: x0_of(apply_kernel(kernel, z, t, event_ndim), z, t)[0], x)
+        scale = family.tweedie_scale(t, betas)
+        covs = []
+        for A in rows:  # (B, m, d)
+            m = A.shape[1]
+            tangents = jnp.broadcast_to(jnp.moveaxis(A, 1, 0)[:, None], (m, N) + A.shape[:1] + A.shape[2:])
+            ja = jax.vmap(jvp)(tangents.reshape((m,) + shape)).reshape(m, N, B, -1)  # row i: J·aᵢ
+            c = scale * jnp.einsum("bjd,inbd->nbij", A, ja)
+            w, u = jnp.linalg.eigh(0.5 * (c + jnp.swapaxes(c, -1, -2)))
+            covs.append(jax.lax.stop_gradient(jnp.einsum("nbij,nbj,nbkj->nbik", u, jnp.maximum(w, 0.0), u)))
+        return covs
+
+    def log_psi_r(x, params, latents, t, covs=None):
+        """log ψ_t(xᵗ) without the clamp term, ``(N, B)``; ``covs``: `jacobian_covariances` at xᵗ, or None."""
+        if at_noisy_state:
+            return log_r_at(x, latents) * lam(t)
+        x0, v0 = x0_of(params, x, t)
         total = jnp.zeros((N, B), dtype)
-        for site in smoothed if twist == "smoothed" else ():
-            total = total + jax.vmap(site.log_twist)(x0, v0)
+        for i, site in enumerate(smoothed if twist == "smoothed" else ()):
+            if covs is None:
+                total = total + jax.vmap(site.log_twist)(x0, v0)
+            else:
+                total = total + jax.vmap(site.log_twist)(x0, v0, covs[i])
         if rest:
             parts = jax.vmap(log_r.site_log_probs)(x0, latents)
             for name in rest:
@@ -195,9 +229,11 @@ def run(
     def evaluate(x, latents, t, last, with_curvature=True) -> _Eval:
         """ψ_t at xᵗ (t ≥ 1) and the kernel there; ``last``: t = 1, whose kernel is the fixed last step."""
 
+        covs = jacobian_covariances(x, t) if jacobian and not last and not at_noisy_state else None
+
         def value(z):
             params = kernel_at(z, t, last)
-            lp = log_psi_r(z, params, latents, t)
+            lp = log_psi_r(z, params, latents, t, covs)
             return jnp.sum(jnp.where(jnp.isfinite(lp), lp, 0.0)), (lp, params)
 
         zeros = jnp.zeros(shape, dtype)

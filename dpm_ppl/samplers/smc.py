@@ -18,7 +18,9 @@ from ._particles import run_particles
 from ._result import Posterior
 
 
-__all__ = ["SMC"]
+__all__ = ["JACOBIAN_ROWS", "SMC"]
+
+JACOBIAN_ROWS = 16  # ``covariance="auto"`` uses the Jacobian up to this many observed rows per datum
 
 
 class SMC(AbstractSampler):
@@ -36,6 +38,11 @@ class SMC(AbstractSampler):
       N(y; A x̂⁰, σ²I + A V Aᵀ) for observations recognised as linear-Gaussian, r(x̂⁰) for the rest),
       ``"tds"`` (r(x̂⁰(xᵗ)) throughout) or ``"noisy"`` (the paper's r(xᵗ)^{(T−t)/T}: biased error bars,
       for comparison only).
+    - `covariance`: how the smoothed twist gets Cov[x⁰ | xᵗ]: ``"jacobian"`` (the denoiser's Jacobian by
+      Tweedie's formula, the full covariance of A x⁰; m Jacobian-vector products per step for m observed
+      rows), ``"diagonal"`` (the kernel's own per-coordinate variance, no extra cost) or ``"auto"``
+      (default: the Jacobian for Gaussian diffusion when the recognised sites observe at most
+      `JACOBIAN_ROWS` rows per datum, the diagonal otherwise).
     - `rejuvenate`: MALA moves per particle and step after the weighting (0: none; Gaussian only).
     - `step_size`: the MALA moves' initial step, in units of the kernel's standard deviation (adapted).
     - `resample_below`: resample when ESS < this × `num_particles`.
@@ -46,6 +53,7 @@ class SMC(AbstractSampler):
     num_particles: int = eqx.field(static=True, default=1_000)
     num_runs: int = eqx.field(static=True, default=4)
     twist: engine.Twist = eqx.field(static=True, default="smoothed")
+    covariance: str = eqx.field(static=True, default="auto")
     rejuvenate: int = eqx.field(static=True, default=0)
     step_size: float = eqx.field(static=True, default=0.5)
     resample_below: float = eqx.field(static=True, default=0.5)
@@ -56,6 +64,8 @@ class SMC(AbstractSampler):
         positive_int("num_runs", self.num_runs)
         if self.twist not in engine.TWISTS:
             raise ValueError(f"`twist` must be one of {engine.TWISTS}, got {self.twist!r}.")
+        if self.covariance not in ("auto",) + engine.COVARIANCES:
+            raise ValueError(f"`covariance` must be one of {('auto',) + engine.COVARIANCES}, got {self.covariance!r}.")
         if isinstance(self.rejuvenate, bool) or not isinstance(self.rejuvenate, int) or self.rejuvenate < 0:
             raise ValueError(f"`rejuvenate` must be a number of MALA moves ≥ 0, got {self.rejuvenate!r}.")
         if not (isinstance(self.step_size, (int, float)) and 0.0 < self.step_size <= 2.0):
@@ -73,6 +83,10 @@ class SMC(AbstractSampler):
     def run(self, log_r: LogR, key: PRNGKeyArray, progress: bool = True) -> Posterior:
         k_rec, k_run = jax.random.split(key)
         smoothed = recognise(log_r, k_rec) if self.twist == "smoothed" else ()
+        covariance = self.covariance
+        if covariance == "auto":
+            rows = sum(site.y.shape[1] for site in smoothed)
+            covariance = "jacobian" if rows <= JACOBIAN_ROWS else "diagonal"
         return run_particles(
             self.name,
             log_r,
@@ -83,6 +97,7 @@ class SMC(AbstractSampler):
             progress=progress,
             twist=self.twist,
             smoothed=smoothed,
+            covariance=covariance,
             resample_below=self.resample_below,
             curvature=self.curvature,
             rejuvenate=self.rejuvenate,
