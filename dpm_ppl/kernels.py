@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import equinox as eqx
 import jax
@@ -101,6 +101,7 @@ class IsotropicOracle(eqx.Module):
     N(0, I) is stationary under every forward step, so the chain is reversible and K = L_null.
     """
 
+    exact_moments: ClassVar[bool] = True  # its mean is E[xᵗ⁻¹ | xᵗ] as a function: Tweedie's covariance is exact
     betas: Float[Array, " T"]
 
     def __call__(self, x_t: Array, t: Int[ArrayLike, ""]) -> tuple[Array, Array]:
@@ -117,6 +118,7 @@ class GaussianOracle(eqx.Module):
     importance sampling and posterior queries have exact answers to test against.
     """
 
+    exact_moments: ClassVar[bool] = True  # its mean is E[xᵗ⁻¹ | xᵗ] as a function: Tweedie's covariance is exact
     betas: Float[Array, " T"]
     slope: Float[Array, "T d"]
     offset: Float[Array, "T d"]
@@ -351,6 +353,7 @@ class GaussianMixtureOracle(eqx.Module):
       component) or ``(K, d)`` (diagonal).
     """
 
+    exact_moments: ClassVar[bool] = True  # its mean is E[xᵗ⁻¹ | xᵗ] as a function: Tweedie's covariance is exact
     betas: Float[Array, " T"]
     means: Float[Array, "K d"]
     log_weights: Float[Array, " K"]

@@ -361,3 +361,18 @@ def test_jacobian_twist_on_a_multimodal_posterior(rows, key):
     se = shares.std(0, ddof=1) / 2
     assert np.all(np.abs(shares.mean(0) - weights) < N_SE * se + 0.01), (shares.mean(0), weights, se)
     assert r.ess_min > 0.3 * 1000 and r.rhat_max < 1.01
+
+
+def test_auto_covariance_is_the_jacobian_only_for_exact_moments(key, monkeypatch):
+    """``covariance="auto"`` takes the Jacobian for an oracle kernel (``exact_moments``) and the diagonal for
+    any other kernel (a trained network's derivative is not a covariance; measured on the trained Swiss roll)."""
+    from dpm_ppl.samplers import _smc_engine as engine
+
+    seen = []
+    run = engine.run
+    monkeypatch.setattr(engine, "run", lambda *a, **k: seen.append(k["covariance"]) or run(*a, **k))
+    oracle, model = oracle_model(5)
+    plain = dpm.GaussianDiffusion((3,), dpm.ArraySchedule(oracle.betas), kernel=lambda x, t: oracle(x, t))
+    for m in (model, plain):
+        dpm.posterior(noisy, m, {"y": Y3}, key=key, sampler=dpm.SMC(num_particles=20, num_runs=2), progress=False)
+    assert seen == ["jacobian", "diagonal"]  # traced once per program

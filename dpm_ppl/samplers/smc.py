@@ -41,8 +41,12 @@ class SMC(AbstractSampler):
     - `covariance`: how the smoothed twist gets Cov[x⁰ | xᵗ]: ``"jacobian"`` (the denoiser's Jacobian by
       Tweedie's formula, the full covariance of A x⁰; m Jacobian-vector products per step for m observed
       rows), ``"diagonal"`` (the kernel's own per-coordinate variance, no extra cost) or ``"auto"``
-      (default: the Jacobian for Gaussian diffusion when the recognised sites observe at most
-      `JACOBIAN_ROWS` rows per datum, the diagonal otherwise).
+      (default: the Jacobian where the kernel's mean is the exact E[xᵗ⁻¹ | xᵗ] as a function, i.e. the
+      oracles, which declare ``exact_moments = True``, and the recognised sites observe at most
+      `JACOBIAN_ROWS` rows per datum; the diagonal otherwise). A trained network's x̂⁰ is good in value,
+      not in its derivative: on the trained Swiss roll's denoising query the Jacobian twist collapsed the
+      ESS (1.1 against 26 of 1,000 with the diagonal, R-hat 1.53 against 1.009), while on the mixture
+      oracle it halves the sliced-Wasserstein error of multimodal posteriors.
     - `rejuvenate`: MALA moves per particle and step after the weighting (0: none; Gaussian only).
     - `step_size`: the MALA moves' initial step, in units of the kernel's standard deviation (adapted).
     - `resample_below`: resample when ESS < this × `num_particles`.
@@ -86,7 +90,8 @@ class SMC(AbstractSampler):
         covariance = self.covariance
         if covariance == "auto":
             rows = sum(site.y.shape[1] for site in smoothed)
-            covariance = "jacobian" if rows <= JACOBIAN_ROWS else "diagonal"
+            exact = getattr(log_r.diffusion.kernel, "exact_moments", False)
+            covariance = "jacobian" if exact and rows <= JACOBIAN_ROWS else "diagonal"
         return run_particles(
             self.name,
             log_r,
