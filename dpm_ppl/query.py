@@ -356,9 +356,9 @@ class LogR:
 
     A pytree: the model, the observations and the exact observation's mask and values are its leaves, so a
     sampler compiled for one query runs again on new observations of the same shapes (and a retrained
-    model of the same architecture) without compiling; the query function itself is static. A query must
-    therefore be traceable in its observations, as NumPyro's MCMC requires of a model's arguments (compute
-    masks with ``jnp``, or outside the query).
+    model of the same architecture) without compiling; the query function itself is static (pass the same
+    function, not a new closure per call). A query that needs its observations concrete (numpy on them) still
+    runs, compiled with them as constants on every call; compute masks with ``jnp`` to share the program.
 
     **Arguments:**
 
