@@ -119,6 +119,7 @@ def test_posterior_command_runs_writes_json_lines_and_resumes(tmp_path):
     assert [r["method"] for r in rows] == ["reference", "smoothed"]
     ref, smc = rows
     assert ref["floor"] > 0 and ref["ceiling"] > ref["floor"] and ref["model_gap"] is not None
+    assert ref["floor_pairs"] == P.FLOOR_PAIRS and ref["floor_sd"] > 0  # the floor: a mean over independent exact sets
     assert smc["sw"] > 0 and smc["seconds"] > 0 and math.isfinite(smc["log_Z"])
     assert smc["log_Z_err"] == pytest.approx(smc["log_Z"] - ref["log_evidence"])
     assert out["cells"][(8, 1, 20)]["methods"]["smoothed"]["n"] == 1
