@@ -213,10 +213,7 @@ def run(
         x0, v0 = x0_of(params, x, t)
         total = jnp.zeros((N, B), dtype)
         for i, site in enumerate(smoothed if twist == "smoothed" else ()):
-            if covs is None:
-                total = total + jax.vmap(site.log_twist)(x0, v0)
-            else:
-                total = total + jax.vmap(site.log_twist)(x0, v0, covs[i])
+            total = total + jax.vmap(site.log_twist)(x0, v0, None if covs is None else covs[i])
         if rest:
             parts = jax.vmap(log_r.site_log_probs)(x0, latents)
             for name in rest:
