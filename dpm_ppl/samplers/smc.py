@@ -35,7 +35,8 @@ class SMC(AbstractSampler):
     - `num_particles`: particles per run and datum.
     - `num_runs`: independent runs (at least 2 for an error bar; 4 by default).
     - `twist`: the intermediate targets: ``"smoothed"`` (default: the Gaussian-smoothed
-      N(y; A x̂⁰, σ²I + A V Aᵀ) for observations recognised as linear-Gaussian, r(x̂⁰) for the rest),
+      N(y; A x̂⁰, σ²I + A C Aᵀ), C from `covariance`, for observations recognised as linear-Gaussian,
+      r(x̂⁰) for the rest),
       ``"tds"`` (r(x̂⁰(xᵗ)) throughout) or ``"noisy"`` (the paper's r(xᵗ)^{(T−t)/T}: biased error bars,
       for comparison only).
     - `covariance`: how the smoothed twist gets Cov[x⁰ | xᵗ]: ``"jacobian"`` (the denoiser's Jacobian by
