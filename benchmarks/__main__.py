@@ -4,6 +4,7 @@ python -m benchmarks            # the full run: ~15 min on 2 shared CPU cores
 python -m benchmarks --quick    # fewer repeats and sizes: ~5 min on 2 idle cores, ~10 when shared
 python -m benchmarks --no-peer  # without the PyTorch peer (no Python 3.11 venv needed)
 python -m benchmarks posterior  # the posterior benchmark (benchmarks/posterior.py; its own section of RESULTS.md)
+python -m benchmarks imports    # start-up: `import dpm_ppl` and `dpm --help` (benchmarks/imports.py)
 python -m benchmarks tabular    # your own tables: defaults against a Gaussian and a GMM (benchmarks/tabular.py)
 """
 
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         from . import posterior
 
         return posterior.main(argv[1:])
+    if argv[:1] == ["imports"]:
+        from . import imports
+
+        return imports.main(argv[1:])
     if argv[:1] == ["tabular"]:
         from . import tabular
 

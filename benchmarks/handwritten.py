@@ -10,7 +10,7 @@ key exactly as the dpm_ppl path does, so both compute the same numbers from the 
 - `train_step`: one `SVI.update` (split the state key, value-and-grad, optax);
 - `sample`: ancestral sampling by `lax.scan` (`dpm_ppl.sample`, one batch);
 - `log_likelihood`: importance sampling over forward trajectories (paper Eq 9), chunked, with an
-  online logsumexp (`dpm_ppl.likelihood.log_likelihood` without its ESS/PSIS diagnostics).
+  online logsumexp (`dpm_ppl.log_likelihood` without its ESS/PSIS diagnostics).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def from_dpm(params: dict, network: MLPNet) -> Model:
 
 
 def _schedule(model: Model):
-    """β, ᾱ_0…ᾱ_T and 1 − ᾱ_0…1 − ᾱ_T (log space and expm1, as `dpm_ppl.schedules`)."""
+    """β, ᾱ_0…ᾱ_T and 1 − ᾱ_0…1 − ᾱ_T (log space and expm1, as `dpm_ppl._schedules`)."""
     betas = jnp.concatenate([jnp.full((1,), model.beta1, model.logits.dtype), jax.nn.sigmoid(model.logits)])
     log_abar = jnp.concatenate([jnp.zeros((1,), betas.dtype), jnp.cumsum(jnp.log1p(-betas))])
     return betas, jnp.exp(log_abar), -jnp.expm1(log_abar)

@@ -1,4 +1,4 @@
-"""Throughput and peak memory of the importance-sampled log-likelihood (`dpm_ppl.likelihood.log_likelihood`).
+"""Throughput and peak memory of the importance-sampled log-likelihood (`dpm_ppl.log_likelihood`).
 
 The Swiss-roll model (d = 2, T = 40, `MLPNet` width 128, depth 3, untrained: throughput does not depend
 on the weights) on held-out Swiss-roll points. Each M runs in its own process, so its peak resident
@@ -23,11 +23,11 @@ def worker(args: argparse.Namespace) -> dict:
     """Run one M in this process and return its timings and memory."""
     import jax
 
-    from dpm_ppl.data import SwissRoll
-    from dpm_ppl.likelihood import log_likelihood
-    from dpm_ppl.model import GaussianDiffusion
-    from dpm_ppl.nn import MLPNet
-    from dpm_ppl.schedules import GeometricSchedule
+    from dpm_ppl._model import GaussianDiffusion
+    from dpm_ppl._schedules import GeometricSchedule
+    from dpm_ppl.datasets import SwissRoll
+    from dpm_ppl.infer._likelihood import log_likelihood
+    from dpm_ppl.nn._mlp import MLPNet
 
     T = args.T
     network = MLPNet(2, T, width=128, depth=3, key=jax.random.key(0))

@@ -209,7 +209,10 @@ def methods_for(particles: int, runs: int, quick: bool = False) -> dict[str, Met
             Method("tds", "SMC, twist tds", "smc", {**smc, "twist": "tds"}),
             Method("noisy", "SMC, twist noisy", "smc", {**smc, "twist": "noisy"}),
             Method(
-                "smoothed_rejuv", "SMC, smoothed, rejuvenate=2", "smc", {**smc, "twist": "smoothed", "covariance": "auto", "rejuvenate": 2}
+                "smoothed_rejuv",
+                "SMC, smoothed, rejuvenate=2",
+                "smc",
+                {**smc, "twist": "smoothed", "covariance": "auto", "rejuvenate": 2},
             ),
             Method("perturbed", "Perturbed", "perturbed", dict(smc)),
             Method("nuts", "NUTS (whitened)", "nuts", nuts, max_d=8, time_cap=600.0),
@@ -248,7 +251,7 @@ def make_model(p: Problem, T: int):
     betas = np.linspace(BETA_1, BETA_T, T)
     oracle_cls = getattr(dpm, "GaussianMixtureOracle", None)
     if oracle_cls is None:  # not yet exported at the top level
-        from dpm_ppl.kernels import GaussianMixtureOracle as oracle_cls
+        from dpm_ppl._kernels import GaussianMixtureOracle as oracle_cls
     oracle = oracle_cls(betas, p.means, p.weights, std=1.0)
     return dpm.GaussianDiffusion((p.d,), dpm.ArraySchedule(betas), kernel=oracle)
 
@@ -298,9 +301,7 @@ def run_method(method: Method, p: Problem, model, key, exact: np.ndarray, dirs: 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        post = dpm.posterior(
-            query, model, observations(p), key=key, sampler=sampler, progress=False
-        )
+        post = dpm.posterior(query, model, observations(p), key=key, sampler=sampler, progress=False)
     wall = time.perf_counter() - t0
     x = _draws(post, len(exact))
     log_Z = _num(post.log_Z)

@@ -193,7 +193,7 @@ def render(results: dict) -> str:
             "",
             "## Image models (dpm_ppl only)",
             "",
-            f"`SVI` + `DiffusionELBO` on the image scripts (`dpm_ppl.image_net.ImageNet`, the paper's multi-scale "
+            f"`SVI` + `DiffusionELBO` on the image scripts (`dpm_ppl.nn.ImageNet`, the paper's multi-scale "
             f"convolutional network) at each script's T and batch, on random inputs of the images' shape: compile "
             f"time of {im[0]['steps_per_call']} fused steps, per-step time (median and min–max), and XLA's compiled "
             "memory of one `jit(svi.update)` (temporaries, MiB) by batch size. Hand-written JAX and PyTorch columns: "

@@ -7,7 +7,7 @@ A section is the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``;
 from __future__ import annotations
 
 
-NAMES = ("posterior", "tabular")
+NAMES = ("imports", "posterior", "tabular")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import dpm_ppl as dpm
-from dpm_ppl.data import SwissRoll
-from dpm_ppl.experiment import load_script
-from dpm_ppl.likelihood import log_likelihood
-from dpm_ppl.train import make_svi
+from dpm_ppl import log_likelihood
+from dpm_ppl.cli._experiment import load_script
+from dpm_ppl.datasets import SwissRoll
+from dpm_ppl.infer import make_svi
 
 from . import handwritten as hw
 from . import peer as peer_mod
@@ -320,7 +320,7 @@ IMAGE_STEPS = 2  # fused steps per timed call: an image step takes tens to hundr
 
 
 def images(s: Settings, log: Callable) -> list[dict]:
-    """dpm_ppl's training step on the image scripts (`dpm_ppl.image_net.ImageNet`) at their own T and batch:
+    """dpm_ppl's training step on the image scripts (`dpm_ppl.nn.ImageNet`) at their own T and batch:
     compile time, per-step time, compiled memory by batch size. Random inputs of the images' shape (the
     cost does not depend on the pixels). There is no hand-written or PyTorch image network to compare with."""
     rows = []

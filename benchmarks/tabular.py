@@ -58,8 +58,8 @@ def write_csv(x: np.ndarray, names: list[str], path: Path) -> None:
 
 def run_table(name: str, work: Path, num_trajectories: int) -> dict:
     """Fit and evaluate one table on the defaults; the row of the results table."""
-    from dpm_ppl.evaluate import evaluate_run
-    from dpm_ppl.run import fit_experiment
+    from dpm_ppl.cli._evaluate import evaluate_run
+    from dpm_ppl.cli._run import fit_experiment
 
     x, names = table(name)
     csv = work / f"{name}.csv"

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dpm_ppl as dpm
-from dpm_ppl.query import observe_exactly
-from dpm_ppl.query_script import Observed, QueryScript
+from dpm_ppl import Observed, QueryScript, observe_exactly
 
 
 def model(diffusion, y, mask):

@@ -3,7 +3,7 @@
 Held-out digits (pixel intensities in [0, 1], overall sd 0.255: the run's standardiser scale) plus
 Gaussian noise of sd 0.255, so signal and noise have about equal variance; r(x⁰) = N(y; x⁰, 0.255² I), a
 Gaussian observation multiplied exactly into each reverse step. Everything is in intensities: the
-query's x⁰ (`dpm_ppl.query.in_data_units`), the observations, the draws and the scores.
+query's x⁰ (`dpm_ppl.in_data_units`), the observations, the draws and the scores.
 
     dpm fit models/digits.py
     dpm query inference/denoise_digits.py --run runs/digits
@@ -17,7 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import dpm_ppl as dpm
-from dpm_ppl.query_script import Observed, QueryScript
+from dpm_ppl import Observed, QueryScript
 
 
 NOISE = 0.255  # the observation noise's sd, in pixel intensities (≈ the data's sd: SNR ≈ 1)

@@ -4,7 +4,7 @@ y = x + σ·ε with σ = 1.7 in the roll's own units (its points lie within abou
 run's standardiser divides by 6.8, so σ is 0.25 in the model's units) for held-out points x; the query is
 r(x⁰) = N(y; x⁰, σ²I), a Gaussian observation — the reference code's denoising (paper Fig. 3's
 experiment on CIFAR-10, here in 2-D where the answer can be seen and scored). Everything here is in the
-data's units: the query's x⁰ (`dpm_ppl.query.in_data_units`), the observations, the draws and the scores.
+data's units: the query's x⁰ (`dpm_ppl.in_data_units`), the observations, the draws and the scores.
 
     dpm fit models/swiss_roll.py
     dpm query inference/denoise_swiss_roll.py --run runs/swiss_roll
@@ -21,7 +21,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import dpm_ppl as dpm
-from dpm_ppl.query_script import Observed, QueryScript
+from dpm_ppl import Observed, QueryScript
 
 
 NOISE = 1.7  # the observation noise's sd, in the roll's units

@@ -3,7 +3,7 @@
 r(x⁰) = δ(x⁰_S − y_S) on the entries S that are given (`observe_exactly`; NaN marks a missing entry), so
 the posterior of the missing entries is the trained model's conditional p(x⁰_H | x⁰_S = y_S), sampled by
 SMC with the observed entries clamped. Everything is in the data's units (the run's standardiser is
-applied inside the query: `dpm_ppl.query.in_data_units`); log Z is log p(x⁰_S = y_S) per row, a density
+applied inside the query: `dpm_ppl.in_data_units`); log Z is log p(x⁰_S = y_S) per row, a density
 in data units.
 
     dpm fit models/tabular.py --data mydata.csv
@@ -24,9 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dpm_ppl as dpm
-from dpm_ppl import diagnostics
-from dpm_ppl.query import QueryError, observe_exactly
-from dpm_ppl.query_script import Observed, QueryScript
+from dpm_ppl import Observed, QueryError, QueryScript, observe_exactly, plots
 
 
 HIDDEN_FRACTION = 0.3
@@ -115,7 +113,7 @@ def figures(run, observed, draws, out):
         rows, cols = _hidden(observed)
         truth = observed.truth.reshape(len(observed.truth), -1)[rows, cols]
     d = draws.reshape(draws.shape[:3] + (-1,)).shape[-1]
-    diagnostics.plot_intervals(intervals, out / "intervals.png", truth=truth, names=_names(run, d))
+    plots.plot_intervals(intervals, out / "intervals.png", truth=truth, names=_names(run, d))
 
 
 query = QueryScript(

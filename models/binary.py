@@ -2,7 +2,7 @@
 
     dpm fit models/binary.py --data mybits.npy       # or .npz / .csv; one example per row
 
-The file is read by `dpm_ppl.data.FileData` (every entry must be 0 or 1: anything else is refused
+The file is read by `dpm_ppl.datasets.FileData` (every entry must be 0 or 1: anything else is refused
 with its row and column), shuffled with the run's seed and split 90/10 into training and held-out
 rows; binary data are not rescaled, so results are in bits per example. The defaults follow the
 binary-heartbeat recipe (paper §3.1.2) and scale with the dimension d:
@@ -21,10 +21,9 @@ import jax
 import numpy as np
 
 import dpm_ppl as dpm
-from dpm_ppl.data import FileData, check_binary
-from dpm_ppl.experiment import Experiment
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import FileData, check_binary
 from dpm_ppl.nn import MLPNet, TemporalBasis
-from dpm_ppl.train import TrainConfig
 
 
 def experiment(data_path: str) -> Experiment:
@@ -65,6 +64,6 @@ def experiment(data_path: str) -> Experiment:
 if __name__ == "__main__":
     import sys
 
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     sys.exit(main(["fit", __file__, *sys.argv[1:]]))

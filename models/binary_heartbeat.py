@@ -2,7 +2,7 @@
 bits/seq, K − L_null = 12.024 bits/seq; the truth is log₂(1/5) = −2.322 bits/seq).
 
 Length-20 binary sequences with a 1 every 5th bin and a uniformly random phase (5 distinct
-sequences, `dpm_ppl.data.BinaryHeartbeat`), not rescaled; binomial diffusion toward B(0.2), the
+sequences, `dpm_ppl.datasets.BinaryHeartbeat`), not rescaled; binomial diffusion toward B(0.2), the
 data's mean activity, with T = 2000 and the fixed schedule β_t = 1/(T−t+1).
 
 The network is the paper's MLP (20 inputs, 3 hidden layers of 50 units shared across t) with two
@@ -20,10 +20,9 @@ trunk −2.69 after 20 000 steps where SiLU reached −2.38.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.data import BinaryHeartbeat
-from dpm_ppl.experiment import Experiment, PaperRow
+from dpm_ppl import Experiment, PaperRow, TrainConfig
+from dpm_ppl.datasets import BinaryHeartbeat
 from dpm_ppl.nn import MLPNet, TemporalBasis
-from dpm_ppl.train import TrainConfig
 
 
 BASE_RATE = 0.2  # the data's mean activity (App. D.1.2); Table App.1 prints 0.5
@@ -53,6 +52,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

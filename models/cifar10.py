@@ -7,7 +7,7 @@ Data: the standard python batches, which you download and unpack yourself (nothi
     dpm fit models/cifar10.py --data DIR --T 100 --steps 2000   # a (slow) CPU-sized run
 
 Images 3×32×32 channels first, 256 levels dequantised with uniform noise then one global scale to unit variance
-(`dpm_ppl.images.Cifar10`). Network: the paper's CIFAR-10 layout (App. D.2.1), dense pathway in parallel with
+(`dpm_ppl.datasets.Cifar10`). Network: the paper's CIFAR-10 layout (App. D.2.1), dense pathway in parallel with
 multi-scale convolutions, at the sizes of the reference code's CIFAR-10 README command (6 conv layers of 100
 filters, here at 3 scales; 6 dense layers of 1000 units read out as 5 features per pixel; four 1×1 layers of
 100 units; J = 10 bumps). T = 1000, learned β, batch 200.
@@ -18,10 +18,9 @@ bits/pixel (the paper's: per pixel over its 3 channels) = K/1024; bits/dim = K/3
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment, PaperRow
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import Cifar10
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, PaperRow, TrainConfig
+from dpm_ppl.datasets import Cifar10
+from dpm_ppl.nn import ImageNet
 
 
 PIXELS = 32 * 32
@@ -68,6 +67,6 @@ def experiment(data_path: str) -> Experiment:
 if __name__ == "__main__":
     import sys
 
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     sys.exit(main(["fit", __file__, *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """Dead leaves (paper §3.2, Table 1: K = 1.489 bits/pixel, K − L_null = 3.536 bits/pixel; Table 2).
 
 The paper trained on Theis et al. (2012)'s dead-leaves data, which are not available; this script uses the
-documented generator `dpm_ppl.images.DeadLeaves` (16×16 images of occluding discs with radii ∝ r⁻³, grey levels
+documented generator `dpm_ppl.datasets.DeadLeaves` (16×16 images of occluding discs with radii ∝ r⁻³, grey levels
 quantised to 256 and dequantised), so its numbers are not comparable with the paper's row (printed beside
 them for orientation only). Network: multi-scale convolution only (App. D.2.1; the pathway is not stated for
 dead leaves), 4 scales (16, 8, 4, 2), 4 layers of 20 filters, two 1×1 layers of 20 units, J = 10 bumps.
@@ -16,10 +16,9 @@ bits/pixel = K/256.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment, PaperRow
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import DeadLeaves
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, PaperRow, TrainConfig
+from dpm_ppl.datasets import DeadLeaves
+from dpm_ppl.nn import ImageNet
 
 
 SIZE = 16
@@ -51,6 +50,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

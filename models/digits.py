@@ -2,11 +2,11 @@
 
 Not an experiment of the paper (its image experiments are MNIST, CIFAR-10, dead leaves and bark: see
 models/mnist.py, models/cifar10.py, models/dead_leaves.py, models/textures.py); the same architecture
-(App. D.2.1, `dpm_ppl.image_net.ImageNet`) at a size a 2-core CPU trains in about a quarter of an hour.
+(App. D.2.1, `dpm_ppl.nn.ImageNet`) at a size a 2-core CPU trains in about a quarter of an hour.
 
 Data: 1797 images of 17 grey levels; 297 held out. Each grey level v is dequantised to (v + u)/17, u ~ U(0, 1)
 (8 independent copies of every training image), then scaled to unit variance with one global scale
-(`dpm_ppl.images.Digits`). Event shape (8, 8); d = 64, so bits/pixel = K/64.
+(`dpm_ppl.datasets.Digits`). Event shape (8, 8); d = 64, so bits/pixel = K/64.
 
 Model: Gaussian diffusion, T = 100 (the paper's image runs use T = 1000: `--T 1000` works, it only makes
 held-out evaluation and sampling 10× slower), β learned from a log-spaced start 10⁻⁴…0.3; the network has
@@ -20,10 +20,9 @@ Adam 2·10⁻³ with cosine decay.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import Digits
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import Digits
+from dpm_ppl.nn import ImageNet
 
 
 def model(key: jax.Array, num_steps: int) -> dpm.GaussianDiffusion:
@@ -63,6 +62,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

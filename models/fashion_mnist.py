@@ -4,7 +4,7 @@ Not in the paper. The network is the CIFAR-10 layout of App. D.2.1 at the refere
 multi-scale convolutions at 3 scales (28, 14, 7; 4 layers of 20 filters) beside a dense pathway (4 × 500
 tanh units, 2 features per pixel), two 1×1 layers of 20 units, J = 10 temporal bumps. T = 1000, learned β.
 
-Data: `dpm_ppl.images.FashionMNIST`, the idx files of a Debian package (nothing is downloaded):
+Data: `dpm_ppl.datasets.FashionMNIST`, the idx files of a Debian package (nothing is downloaded):
 
     apt-get install dataset-fashion-mnist
     dpm fit models/fashion_mnist.py                          # T = 1000 (a GPU job)
@@ -16,10 +16,9 @@ bits/pixel = K/784.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import FashionMNIST
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import FashionMNIST
+from dpm_ppl.nn import ImageNet
 
 
 def model(key: jax.Array, num_steps: int) -> dpm.GaussianDiffusion:
@@ -46,6 +45,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

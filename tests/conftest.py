@@ -21,6 +21,13 @@ jax.config.update("jax_enable_x64", False)
 jax.config.update("jax_platforms", "cpu")
 
 
+def pytest_configure(config):
+    """Warnings are errors (pyproject.toml), but for the ones dpm_ppl gives on purpose: tiny test settings trip its
+    diagnostics, and the tests that check a warning catch it with `pytest.warns`."""
+    for category in ("DiagnosticWarning", "DataWarning"):
+        config.addinivalue_line("filterwarnings", f"default::dpm_ppl.{category}")
+
+
 @pytest.fixture
 def key():
     """A fixed PRNG key; tests that need several split it."""

@@ -1,7 +1,7 @@
 """Shared test helpers: Monte-Carlo statistics, float64 numpy references, small networks.
 
-Every reference here is written from the formulas of shared/paper-spec.md §3.1–3.2 and the
-Gaussian-oracle algebra of shared/DESIGN.md ("Oracles"), in float64 numpy, independently of
+Every reference here is written from the paper's formulas (Eqs 12–14, App. A–B) and the
+Gaussian oracle's algebra (`dpm_ppl.GaussianOracle`), in float64 numpy, independently of
 the library's code paths.
 """
 
@@ -14,7 +14,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from dpm_ppl import nn
+from dpm_ppl.nn import _mlp as nn
 
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -63,7 +63,7 @@ def log_mean_exp_se(logw, axis=0):
     return est, w.std(axis, ddof=1) / (math.sqrt(n) * mean_w)
 
 
-# -- float64 references (paper-spec §3.2, DESIGN "Oracles") ---------------------------------------
+# -- float64 references (DESIGN "Oracles") ---------------------------------------
 
 
 def np_alpha_bar(betas):
@@ -96,7 +96,7 @@ def np_oracle_coefficients(betas, mean, std):
 def np_exact_bound(x0, betas, a, c, w):
     """The exact E_q[K(x⁰)] (nats) per datum for linear-Gaussian reverse kernels N(a_t xᵗ + c_t, w_t).
 
-    paper-spec §3.1: K = −Σ_{t≥2} E KL_t + H_q(X^T|x⁰) − H_q(X¹|x⁰) − (d/2)log 2π
+    derived from Eq 12: K = −Σ_{t≥2} E KL_t + H_q(X^T|x⁰) − H_q(X¹|x⁰) − (d/2)log 2π
     − ½[(β₁+ᾱ_T)‖x⁰‖² + (1−β₁−ᾱ_T)d], with the KL of §3.2 and its expectation over
     xᵗ ~ N(√ᾱ_t x⁰, 1−ᾱ_t) done in closed form (the mean difference is linear in xᵗ).
     """

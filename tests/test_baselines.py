@@ -1,4 +1,4 @@
-"""The baseline density models (`dpm_ppl.baselines`): a full-covariance Gaussian and a cross-validated
+"""The baseline density models (`dpm_ppl.infer._baselines`): a full-covariance Gaussian and a cross-validated
 Gaussian mixture, checked against exact densities; the paired difference against a hand computation."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from helpers import N_SE
 from scipy.special import logsumexp
 
-from dpm_ppl.baselines import (
+from dpm_ppl.infer._baselines import (
     Baseline,
     _max_components,
     baselines,

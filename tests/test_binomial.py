@@ -1,4 +1,4 @@
-"""Binomial diffusion (paper Table App.1, §2.4.1, App. B; paper-spec §3.3) against brute-force enumeration.
+"""Binomial diffusion (paper Table App.1, §2.4.1, App. B) against brute-force enumeration.
 
 Every reference here is float64 numpy written from the definitions: per-bit 2×2 forward transition
 matrices, joint tables over {0, 1}ᵈ and over whole trajectories, Bayes' rule by summation.
@@ -16,18 +16,26 @@ import pytest
 from helpers import N_SE, assert_within_se, mean_se
 from numpyro.infer.util import log_density
 
-from dpm_ppl import binomial
-from dpm_ppl.bound import DiffusionELBO, bound_terms
-from dpm_ppl.chains import ForwardChain, ReverseChain
-from dpm_ppl.cli import main
-from dpm_ppl.data import BinaryHeartbeat, check_binary
-from dpm_ppl.family import BinomialFamily
-from dpm_ppl.kernels import BernoulliMixtureOracle, BernoulliOracle, BinomialReverse
-from dpm_ppl.likelihood import log_likelihood
-from dpm_ppl.model import BinomialDiffusion
+from dpm_ppl import (
+    BernoulliMixtureOracle,
+    BernoulliOracle,
+    BinomialDiffusion,
+    BinomialFamily,
+    BinomialReverse,
+    DiffusionELBO,
+    ForwardChain,
+    GeometricSchedule,
+    HarmonicSchedule,
+    LearnedSchedule,
+    ReverseChain,
+    bound_terms,
+    log_likelihood,
+    sample,
+)
+from dpm_ppl import _binomial as binomial
+from dpm_ppl.cli._main import main
+from dpm_ppl.datasets import BinaryHeartbeat, check_binary
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.sample import sample
-from dpm_ppl.schedules import GeometricSchedule, HarmonicSchedule, LearnedSchedule
 
 
 T = 4
@@ -82,7 +90,7 @@ def test_marginal_composes_forward_kernels(name, p):
 
 
 def test_harmonic_schedule_erases_the_signal():
-    """β_t = 1/(T−t+1) gives ᾱ_t = (T−t)/T (paper-spec §3.3); β_T is clipped to 1 − 10⁻⁶, so ᾱ_T ≈ 0 and
+    """β_t = 1/(T−t+1) gives ᾱ_t = (T−t)/T; β_T is clipped to 1 − 10⁻⁶, so ᾱ_T ≈ 0 and
     q(x^T|x⁰) = B(p) for either x⁰ to 10⁻⁶."""
     betas = HarmonicSchedule(T)()
     for t in range(T):
@@ -446,9 +454,9 @@ def test_papers_heartbeat_network_is_one_line_away():
 BAD_BINARY_SCRIPT = """
 import importlib.util
 import numpy as np
-from dpm_ppl.data import BinaryHeartbeat
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.train import TrainConfig
+from dpm_ppl.datasets import BinaryHeartbeat
+from dpm_ppl import Experiment
+from dpm_ppl import TrainConfig
 spec = importlib.util.spec_from_file_location("heartbeat", {script!r})
 heartbeat = importlib.util.module_from_spec(spec); spec.loader.exec_module(heartbeat)
 

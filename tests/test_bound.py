@@ -1,5 +1,5 @@
-"""The bound K (paper Eq 14, paper-spec §3.1) as `DiffusionELBO`: equal in expectation to NumPyro's
-`Trace_ELBO` on the same model and guide, exact on the oracles of DESIGN.md."""
+"""The bound K (paper Eq 14) as `DiffusionELBO`: equal in expectation to NumPyro's
+`Trace_ELBO` on the same model and guide, exact on the oracles."""
 
 import json
 import math
@@ -28,11 +28,18 @@ from helpers import (
 )
 from numpyro.infer import Trace_ELBO
 
-from dpm_ppl import gaussian
-from dpm_ppl.bound import BoundTerms, DiffusionELBO
-from dpm_ppl.kernels import GaussianOracle, IsotropicOracle
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import ArraySchedule, GeometricSchedule, HarmonicSchedule, LearnedSchedule
+from dpm_ppl import (
+    ArraySchedule,
+    BoundTerms,
+    DiffusionELBO,
+    GaussianDiffusion,
+    GaussianOracle,
+    GeometricSchedule,
+    HarmonicSchedule,
+    IsotropicOracle,
+    LearnedSchedule,
+)
+from dpm_ppl import _gaussian as gaussian
 
 
 ESTIMATORS = ("stratified", "uniform", "all", "trajectory")
@@ -103,7 +110,7 @@ def test_expectation_equals_trace_elbo(setup, estimator):
 
 def test_oracle_expectation_equals_closed_form_bound():
     """Gaussian oracle: the "all" and "trajectory" estimators average to the exact E_q K(x⁰), computed
-    in float64 from paper-spec §3.1 with the KL's expectation over xᵗ in closed form
+    in float64 from Eq 12 with the KL's expectation over xᵗ in closed form
     (`helpers.np_exact_bound`), per datum (4000 draws, 4 stderr)."""
     diffusion, params = oracle_setup()
     a, c, w, _ = np_oracle_coefficients(SCHEDULE(), [0.5, -1.0], [0.7, 1.3])
@@ -191,10 +198,10 @@ _X64_SCRIPT = textwrap.dedent(
     import json
     import jax, jax.numpy as jnp
     assert jax.config.jax_enable_x64
-    from dpm_ppl.bound import DiffusionELBO
-    from dpm_ppl.kernels import IsotropicOracle
-    from dpm_ppl.model import GaussianDiffusion
-    from dpm_ppl.schedules import GeometricSchedule, HarmonicSchedule
+    from dpm_ppl._bound import DiffusionELBO
+    from dpm_ppl._kernels import IsotropicOracle
+    from dpm_ppl._model import GaussianDiffusion
+    from dpm_ppl._schedules import GeometricSchedule, HarmonicSchedule
     x0 = 1.5 * jax.random.normal(jax.random.key(21), (16, 3))
     out = {}
     for name, sched in [("harmonic", HarmonicSchedule(10)), ("geometric", GeometricSchedule(10, 1e-3, 0.6))]:

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from helpers import EPS32, assert_within_se, mean_se, np_alpha_bar, var_se
 
-from dpm_ppl import gaussian
-from dpm_ppl.chains import ForwardChain, ReverseChain
-from dpm_ppl.kernels import GaussianOracle, IsotropicOracle
-from dpm_ppl.schedules import GeometricSchedule, HarmonicSchedule
+from dpm_ppl import ForwardChain, GaussianOracle, GeometricSchedule, HarmonicSchedule, IsotropicOracle, ReverseChain
+from dpm_ppl import _gaussian as gaussian
 
 
 T = 6

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import dpm_ppl
-from dpm_ppl import checkpoint
-from dpm_ppl.checkpoint import CheckpointError
+from dpm_ppl import CheckpointError
+from dpm_ppl.infer import _checkpoint as checkpoint
 
 
 SPEC = {"model": "toy", "T": 5, "width": 32}
@@ -96,17 +96,34 @@ def test_different_spec_names_field(tmp_path):
         checkpoint.load(path, tree(0.0), dict(SPEC, extra=1))
 
 
-def test_different_library_version(tmp_path):
-    """A checkpoint written by another dpm_ppl version (header edited) is refused, naming both versions."""
-    path = _saved(tmp_path)
+def _with_version(path, version):
     line, _, payload = path.read_bytes().partition(b"\n")
     header = json.loads(line)
-    header["library_version"] = "0.0.1-old"
+    header["library_version"] = version
     path.write_bytes(json.dumps(header).encode() + b"\n" + payload)
+
+
+def test_other_major_version_refused(tmp_path):
+    """A checkpoint written by another major version of dpm_ppl (header edited) is refused, naming both versions."""
+    path = _saved(tmp_path)
+    major = int(dpm_ppl.__version__.split(".")[0])
+    _with_version(path, f"{major + 1}.0.0")
     with pytest.raises(
-        CheckpointError, match=r"written by dpm_ppl 0\.0\.1-old, this is " + dpm_ppl.__version__.replace(".", r"\.")
+        CheckpointError,
+        match=rf"written by dpm_ppl {major + 1}\.0\.0, this is " + dpm_ppl.__version__.replace(".", r"\."),
     ):
         checkpoint.load(path, tree(0.0), SPEC)
+
+
+def test_same_major_version_accepted(tmp_path):
+    """A checkpoint of an equal spec written by another minor or patch version of the same major loads."""
+    path = _saved(tmp_path)
+    major = dpm_ppl.__version__.split(".")[0]
+    _with_version(path, f"{major}.999.7")
+    loaded, header = checkpoint.load(path, tree(0.0), SPEC)
+    assert header["library_version"] == f"{major}.999.7"
+    assert header["spec_sha256"] == checkpoint.spec_sha256(dict(reversed(list(SPEC.items()))))
+    assert_trees_equal(loaded, tree(1.0))
 
 
 def test_missing_and_foreign_files(tmp_path):

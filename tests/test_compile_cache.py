@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dpm_ppl import compile_cache
-from dpm_ppl.cli import main
+from dpm_ppl.cli import _compile_cache as compile_cache
+from dpm_ppl.cli._main import main
 
 
 def test_default_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -23,7 +23,7 @@ def test_a_process_fills_the_cache_and_a_second_reads_it(tmp_path):
     """The second process compiles nothing: every program comes from the cache."""
     code = (
         "import sys, jax, jax.numpy as jnp\n"
-        "from dpm_ppl import compile_cache\n"
+        "from dpm_ppl.cli import _compile_cache as compile_cache\n"
         "compile_cache.enable(sys.argv[1])\n"
         "from jax._src import monitoring\n"
         "hits = []\n"

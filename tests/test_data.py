@@ -9,7 +9,8 @@ import pytest
 from helpers import EPS32
 from scipy.special import logsumexp
 
-from dpm_ppl.data import Standardiser, SwissRoll, check_data, constant_columns, validation_indices
+from dpm_ppl.datasets import Standardiser, SwissRoll, check_data, validation_indices
+from dpm_ppl.datasets._base import constant_columns
 
 
 class TestCheckData:
@@ -248,7 +249,7 @@ def test_brute_force_quadrature_is_converged():
 def test_image_validation_set_is_carved_by_image():
     """Images trained on in several dequantised copies: the validation set holds one copy of each of
     round(0.1·n) training images and no copy of those images is trained on."""
-    from dpm_ppl.images import DeadLeaves
+    from dpm_ppl.datasets._images import DeadLeaves
 
     data = DeadLeaves(size=8, num_train=50, num_test=10, copies=3)
     raw_train, raw_test = data.raw(0)

@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dpm_ppl import diagnostics
-from dpm_ppl.query_script import Observed
+from dpm_ppl import plots
 
 
 RNG = np.random.default_rng(0)
@@ -32,8 +31,8 @@ def test_pairs_and_marginals(tmp_path, d):
     data, samples = _table(d), _table(d)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning on well-formed input
-        pairs = diagnostics.plot_pairs(data, samples, tmp_path / "pairs.png", names=names)
-        marginals = diagnostics.plot_marginals(data, samples, tmp_path / "marginals.png", names=names)
+        pairs = plots.plot_pairs(data, samples, tmp_path / "pairs.png", names=names)
+        marginals = plots.plot_marginals(data, samples, tmp_path / "marginals.png", names=names)
     for name in ("pairs.png", "marginals.png"):
         assert (tmp_path / name).stat().st_size > 1000
     shown = min(d, 8)
@@ -46,9 +45,9 @@ def test_pairs_and_marginals(tmp_path, d):
 def test_pairs_without_names_and_with_non_finite_samples(tmp_path):
     samples = _table(3)
     samples[:, 1] = np.nan  # a column the model failed on
-    fig = diagnostics.plot_pairs(_table(3), samples, tmp_path / "pairs.png", max_columns=2)
+    fig = plots.plot_pairs(_table(3), samples, tmp_path / "pairs.png", max_columns=2)
     assert {"column 0", "column 1"} <= _labels(fig) and "column 2" not in _labels(fig)
-    diagnostics.plot_marginals(_table(3), samples, tmp_path / "marginals.png")
+    plots.plot_marginals(_table(3), samples, tmp_path / "marginals.png")
     assert (tmp_path / "marginals.png").stat().st_size > 0
 
 
@@ -62,12 +61,12 @@ def test_intervals(tmp_path):
         "mean": [0.1, 15.0, 14.2, 0.2],
         "level": 0.9,
     }
-    fig = diagnostics.plot_intervals(intervals, tmp_path / "i.png", truth=[0.5, 30.0, 13.0, 0.25],
+    fig = plots.plot_intervals(intervals, tmp_path / "i.png", truth=[0.5, 30.0, 13.0, 0.25],
                                      names=["a", "b", "c"])  # fmt: skip
     assert (tmp_path / "i.png").stat().st_size > 1000
     assert {"a", "b", "c"} <= _labels(fig) and "75% covered" in fig.texts[0].get_text()
     empty = {k: [] for k in ("row", "column", "lower", "median", "upper")}
-    diagnostics.plot_intervals(empty, tmp_path / "none.png")
+    plots.plot_intervals(empty, tmp_path / "none.png")
     assert (tmp_path / "none.png").stat().st_size > 0
 
 
@@ -81,9 +80,8 @@ def test_posterior_of_rows_hides_missing_entries(tmp_path, d):
     truth = RNG.normal(size=(4, d)).astype(np.float32)
     y = truth.copy()
     y[:, 0] = np.nan
-    observed = Observed({"y": y}, truth)
-    fig = diagnostics.plot_posterior(observed, _draws(4, d), _table(d), tmp_path / "p.png",
-                                     names=[f"n{j}" for j in range(d)])  # fmt: skip
+    fig = plots.plot_posterior({"y": y}, truth, _draws(4, d), _table(d), tmp_path / "p.png",
+                               names=[f"n{j}" for j in range(d)])  # fmt: skip
     assert (tmp_path / "p.png").stat().st_size > 1000
     points = [c for ax in fig.axes for c in ax.collections if c.get_label() in ("observed", "observation")]
     finite = sum(int(np.isfinite(np.ma.filled(p.get_offsets(), np.nan)).all(1).sum()) for p in points)
@@ -92,14 +90,14 @@ def test_posterior_of_rows_hides_missing_entries(tmp_path, d):
 
 def test_posterior_with_a_mask_and_an_observation_of_another_shape(tmp_path):
     truth = RNG.normal(size=(3, 2)).astype(np.float32)
-    masked = Observed({"y": np.where([True, False], truth, 0.0), "mask": np.array([True, False])}, truth)
-    fig = diagnostics.plot_posterior(masked, _draws(3, 2), _table(2), tmp_path / "m.png")
+    masked = {"y": np.where([True, False], truth, 0.0), "mask": np.array([True, False])}
+    fig = plots.plot_posterior(masked, truth, _draws(3, 2), _table(2), tmp_path / "m.png")
     (obs,) = [c for ax in fig.axes for c in ax.collections if c.get_label() == "observation"]
     drawn = np.isfinite(np.ma.filled(obs.get_offsets(), np.nan)).all(1)
     assert not drawn.any()  # the placeholder 0.0 is not drawn as observed
-    short = Observed({"y": truth[:, :1]}, None)  # one value per datum: not drawable against x⁰ of 13 columns
+    short = {"y": truth[:, :1]}  # one value per datum: not drawable against x⁰ of 13 columns
     with pytest.warns(RuntimeWarning, match="not one value per coordinate"):
-        diagnostics.plot_posterior(short, _draws(3, 13), _table(13), tmp_path / "s.png")
+        plots.plot_posterior(short, None, _draws(3, 13), _table(13), tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 0
 
 
@@ -107,11 +105,11 @@ def test_posterior_of_binary_and_image_queries(tmp_path):
     bits = (RNG.uniform(size=(4, 20)) < 0.3).astype(np.float32)
     y = np.where(np.arange(20) < 10, bits, 0.0)
     draws = (RNG.uniform(size=(2, 8, 4, 20)) < 0.5).astype(np.float32)
-    diagnostics.plot_posterior(Observed({"y": y, "mask": np.arange(20) < 10}, bits), draws, bits, tmp_path / "b.png")
+    plots.plot_posterior({"y": y, "mask": np.arange(20) < 10}, bits, draws, bits, tmp_path / "b.png", "binary")
     images = RNG.uniform(size=(2, 4, 5, 8, 8)).astype(np.float32)
     y = images[0, 0].copy()
     y[:, :, 4:] = np.nan
-    diagnostics.plot_posterior(Observed({"y": y}, images[0, 0]), images, images[0, 0], tmp_path / "i.png")
+    plots.plot_posterior({"y": y}, images[0, 0], images, images[0, 0], tmp_path / "i.png", "image")
     for name in ("b.png", "i.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
@@ -119,7 +117,8 @@ def test_posterior_of_binary_and_image_queries(tmp_path):
 def test_importing_never_switches_the_matplotlib_backend():
     """A notebook's backend survives `import dpm_ppl` and every module that draws (no `matplotlib.use`)."""
     code = (
-        "import matplotlib; import dpm_ppl, dpm_ppl.diagnostics, dpm_ppl.evaluate, dpm_ppl.run, dpm_ppl.query_script; "
+        "import matplotlib; import dpm_ppl, dpm_ppl.plots, dpm_ppl.arviz; "
+        "import dpm_ppl.cli._evaluate, dpm_ppl.cli._run, dpm_ppl.cli._query_script; "
         "print(matplotlib.get_backend())"
     )
     env = {**os.environ, "MPLBACKEND": "pdf"}

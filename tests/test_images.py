@@ -1,4 +1,4 @@
-"""The image network (`dpm_ppl.image_net`), the offline image datasets (`dpm_ppl.images`) and image grids."""
+"""The image network (`dpm_ppl.nn._image`), the offline image datasets (`dpm_ppl.datasets._images`) and image grids."""
 
 import gzip
 import pickle
@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 import dpm_ppl as dpm
-from dpm_ppl import diagnostics, images
-from dpm_ppl.image_net import ImageNet, MultiScaleConv
-from dpm_ppl.kernels import GaussianReverse
-from dpm_ppl.sample import sample
-from dpm_ppl.train import TrainConfig, fit
+from dpm_ppl import GaussianReverse, TrainConfig, fit, plots, sample
+from dpm_ppl.datasets import _images as images
+from dpm_ppl.nn import ImageNet, MultiScaleConv
 
 
 def _net(shape, T=6, **kw):
@@ -180,7 +178,7 @@ def test_cifar10_reads_python_batches(tmp_path):
 @pytest.mark.parametrize("shape", [(8, 8), (3, 8, 8)])
 def test_plot_samples_draws_image_grids(tmp_path, shape):
     x = np.random.default_rng(0).standard_normal((70,) + shape)
-    diagnostics.plot_samples(x, x[::-1], tmp_path / "samples.png")
+    plots.plot_samples(x, x[::-1], tmp_path / "samples.png", "image")
     traj = np.stack([x[:10]] * 3)
-    diagnostics.plot_trajectories(traj, traj, tmp_path / "trajectories.png")
+    plots.plot_trajectories(traj, traj, tmp_path / "trajectories.png", "image")
     assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "trajectories.png").stat().st_size > 0

@@ -22,9 +22,9 @@ from helpers import N_SE
 from scipy import stats
 
 import dpm_ppl as dpm
-from dpm_ppl.data import Standardiser
-from dpm_ppl.query_script import load_query, run_query
-from dpm_ppl.run import LoadedRun
+from dpm_ppl import LoadedRun
+from dpm_ppl.cli._query_script import load_query, run_query
+from dpm_ppl.datasets import Standardiser
 
 
 T, D = 8, 3
@@ -95,7 +95,7 @@ def fake_run(n_test=40, seed=0):
     rng = np.random.default_rng(seed)
     test = rng.multivariate_normal(MU0, COV0, size=n_test).astype(np.float32)
     train = rng.multivariate_normal(MU0, COV0, size=200).astype(np.float32)
-    data = types.SimpleNamespace(column_names=NAMES)
+    data = types.SimpleNamespace(column_names=NAMES, modality=None)
     split = types.SimpleNamespace(train=train, val=test[:0], test=test, standardiser=STD)
     return LoadedRun(types.SimpleNamespace(data=data, name="oracle"), MODEL, split, {})
 

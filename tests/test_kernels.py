@@ -1,4 +1,4 @@
-"""Reverse kernels (paper App. D.2, §2.6 Eq 24) and the exact oracles of DESIGN.md."""
+"""Reverse kernels (paper App. D.2, §2.6 Eq 24) and the exact oracles."""
 
 import math
 
@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from helpers import EPS32, assert_within_se, mean_se, np_alpha_bar, np_oracle_coefficients, var_se
 
-from dpm_ppl import gaussian
-from dpm_ppl.chains import ReverseChain
-from dpm_ppl.kernels import GaussianOracle, GaussianReverse, IsotropicOracle
-from dpm_ppl.schedules import GeometricSchedule, HarmonicSchedule
+from dpm_ppl import GaussianOracle, GaussianReverse, GeometricSchedule, HarmonicSchedule, IsotropicOracle, ReverseChain
+from dpm_ppl import _gaussian as gaussian
 
 
 T = 8
@@ -30,7 +28,7 @@ def _constant_network(z_mu, z_sigma):
 @pytest.mark.parametrize("name", SCHEDULES)
 @pytest.mark.parametrize("z", [-50.0, 0.0, 50.0, "random"])
 def test_reverse_variance_within_entropy_bounds(name, z):
-    """β̃_t ≤ f_Σ ≤ β_t (Eq 24 for Gaussian diffusion, paper-spec §3.2) for ANY network output:
+    """β̃_t ≤ f_Σ ≤ β_t (Eq 24 for Gaussian diffusion) for ANY network output:
     huge ±50, zero, and random N(0, 10²) outputs, at every t = 2…T. At ±50 the variance sits on
     the corresponding bound, at 0 on their geometric mean √(β̃_t β_t)."""
     betas = SCHEDULES[name]()
@@ -107,7 +105,7 @@ def test_isotropic_oracle_is_forward_kernel(name):
 
 
 def test_gaussian_oracle_coefficients():
-    """GaussianOracle's kernel is N(a_t x + c_t, w_t) with the DESIGN.md coefficients (float64 reference);
+    """GaussianOracle's kernel is N(a_t x + c_t, w_t) with the oracle's closed-form coefficients (float64 reference);
     for standard-normal data it reduces to the isotropic oracle (a_t = √(1−β_t), c_t = 0, w_t = β_t)."""
     betas = SCHEDULES["geometric"]()
     mean, std = np.array([0.8, -1.5]), np.array([0.3, 2.0])

@@ -15,10 +15,8 @@ import pytest
 from arviz_stats.base import array_stats
 from helpers import EPS32, N_SE, assert_within_se, mean_se
 
-from dpm_ppl.kernels import BernoulliOracle
-from dpm_ppl.likelihood import KHAT_THRESHOLD, log_likelihood, psis_khat
-from dpm_ppl.model import BinomialDiffusion
-from dpm_ppl.schedules import HarmonicSchedule
+from dpm_ppl import BernoulliOracle, BinomialDiffusion, HarmonicSchedule, log_likelihood
+from dpm_ppl.infer import KHAT_THRESHOLD, psis_khat
 
 
 M = 10_000

@@ -19,7 +19,7 @@ from pathlib import Path
 import jax, numpy as np
 import dpm_ppl as dpm
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.train import TrainConfig, fit
+from dpm_ppl import TrainConfig, fit
 
 out = Path(sys.argv[1])
 T = 5
@@ -61,6 +61,7 @@ def _run(driver: Path, out: Path, kill_at_step: int | None, delay: float = 0.0) 
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             if proc.wait() == -signal.SIGKILL:
+                proc.communicate()  # drain and close the pipe
                 return False
             break
         time.sleep(0.005)
@@ -96,7 +97,7 @@ def test_truncated_checkpoint_is_refused_and_prev_kept(tmp_path, cut):
     """A checkpoint truncated mid-write is refused with a clear error; the previous one still loads."""
     import jax
 
-    from dpm_ppl import checkpoint
+    from dpm_ppl.infer import _checkpoint as checkpoint
 
     path = tmp_path / "c.eqx"
     checkpoint.save(path, {"a": jax.numpy.arange(100.0)}, {"s": 1}, {"step": 1})
@@ -114,7 +115,7 @@ def test_checkpoint_name_never_missing_during_a_write(tmp_path, monkeypatch):
     here the write dies just before the final rename, and the old checkpoint is still in place."""
     import jax
 
-    from dpm_ppl import checkpoint
+    from dpm_ppl.infer import _checkpoint as checkpoint
 
     path = tmp_path / "c.eqx"
     like = {"a": jax.numpy.zeros(4)}

@@ -1,4 +1,4 @@
-"""Importance-sampled log-likelihood (paper Eqs 6–9, paper-spec §6): exact on the oracles, 1/√M convergence
+"""Importance-sampled log-likelihood (paper Eqs 6–9): exact on the oracles, 1/√M convergence
 to the Gaussian oracle's closed-form p(x⁰), chunking-invariant, PSIS k̂ on known tails, ArviZ and `dpm evaluate`."""
 
 import json
@@ -24,19 +24,20 @@ from helpers import (
 )
 from scipy.stats import chi2, norm
 
-from dpm_ppl.cli import main
-from dpm_ppl.kernels import GaussianOracle, IsotropicOracle
-from dpm_ppl.likelihood import (
-    discrete_bits_per_dim,
-    elpd,
-    likelihood_datatree,
+from dpm_ppl import (
+    ArraySchedule,
+    GaussianDiffusion,
+    GaussianOracle,
+    GeometricSchedule,
+    IsotropicOracle,
+    LearnedSchedule,
     log_likelihood,
-    log_weights,
-    psis_khat,
 )
-from dpm_ppl.model import GaussianDiffusion
+from dpm_ppl.arviz import elpd, likelihood_datatree
+from dpm_ppl.cli._main import main
+from dpm_ppl.infer import discrete_bits_per_dim, psis_khat
+from dpm_ppl.infer._likelihood import log_weights
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.schedules import ArraySchedule, GeometricSchedule, LearnedSchedule
 
 
 T = 5

@@ -15,10 +15,14 @@ from helpers import EPS32, N_SE, assert_within_se, mean_se, np_alpha_bar, np_ora
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from dpm_ppl.kernels import GaussianMixtureOracle, GaussianOracle
-from dpm_ppl.likelihood import log_likelihood
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import ArraySchedule, GeometricSchedule
+from dpm_ppl import (
+    ArraySchedule,
+    GaussianDiffusion,
+    GaussianMixtureOracle,
+    GaussianOracle,
+    GeometricSchedule,
+    log_likelihood,
+)
 
 
 _jit_call = eqx.filter_jit(lambda kernel, x, t: kernel(x, t))
@@ -58,7 +62,7 @@ def np_mixture_x0_moments(x_t, t, betas, means, weights, std):
 
 
 def np_posterior_coefficients(betas, t):
-    """μ̃_t = c0·x⁰ + ct·xᵗ and β̃_t (paper-spec §3.2), float64."""
+    """μ̃_t = c0·x⁰ + ct·xᵗ and β̃_t, float64."""
     abar = np_alpha_bar(betas)
     beta = betas[t - 1]
     c0 = math.sqrt(abar[t - 1]) * beta / (1 - abar[t])
@@ -215,8 +219,8 @@ def test_tweedie_covariance_of_the_denoiser_is_the_exact_posterior_covariance():
     Isotropic components in d = 4 with means along two shared directions (as in the MCGdiff benchmark), so
     the covariance is far from diagonal; float64, against Bayes' rule per component, to 10⁻⁶ relative.
     """
-    from dpm_ppl.chains import apply_kernel
-    from dpm_ppl.family import GaussianFamily
+    from dpm_ppl._chains import apply_kernel
+    from dpm_ppl._family import GaussianFamily
 
     u = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
     means = np.array([[-4.0, 0.0], [4.0, 1.0], [0.5, -4.0]]) @ u

@@ -13,11 +13,18 @@ from helpers import EPS32, assert_within_se, mean_se, np_log_normal, perturbed_m
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-from dpm_ppl import gaussian
-from dpm_ppl.chains import LAST_STEP, ForwardChain, ReverseChain
-from dpm_ppl.kernels import GaussianOracle, IsotropicOracle
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import GeometricSchedule, HarmonicSchedule, LearnedSchedule
+from dpm_ppl import (
+    ForwardChain,
+    GaussianDiffusion,
+    GaussianOracle,
+    GeometricSchedule,
+    HarmonicSchedule,
+    IsotropicOracle,
+    LearnedSchedule,
+    ReverseChain,
+)
+from dpm_ppl import _gaussian as gaussian
+from dpm_ppl._chains import LAST_STEP
 
 
 T = 5

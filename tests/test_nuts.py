@@ -1,4 +1,4 @@
-"""`dpm_ppl.samplers.nuts.NUTS` against closed forms on the Gaussian oracle (paper §2.5).
+"""`dpm_ppl.infer.NUTS` against closed forms on the Gaussian oracle (paper §2.5).
 
 The oracle's p(x⁰) = N(μ₀, σ₀²) per coordinate is exact, so a Gaussian r(x⁰) = N(y; x⁰, σ²) has a
 conjugate posterior, and a shared latent shift b ~ N(0, 1) in y = x⁰ + b + noise has a Gaussian
@@ -16,8 +16,10 @@ from helpers import N_SE, mean_se, query_oracle, var_se
 from numpyro.infer.util import log_density
 
 import dpm_ppl as dpm
-from dpm_ppl.query import LogR, QueryError, observe_exactly
-from dpm_ppl.samplers.nuts import NOISE, NUTS, _whitened_model, trajectory_from_noise
+from dpm_ppl import QueryError, observe_exactly
+from dpm_ppl.infer._query import LogR
+from dpm_ppl.infer.samplers import NUTS
+from dpm_ppl.infer.samplers._nuts import NOISE, _whitened_model, trajectory_from_noise
 
 
 T = 10
@@ -140,7 +142,7 @@ def test_unserved_queries_raise_query_error(key):
         x0 = diffusion.prior((y.shape[0],))
         numpyro.sample("y", dist.Bernoulli(probs=0.1 + 0.8 * x0).to_event(1), obs=y)
 
-    with pytest.raises(QueryError, match="binomial diffusion.*dpm_ppl.SMC"):
+    with pytest.raises(QueryError, match="BinomialDiffusion has discrete ones.*dpm_ppl.SMC"):
         NUTS().run(LogR(flips, b_model, {"y": bits}, key), key, progress=False)
 
     def inpaint(diffusion, y):

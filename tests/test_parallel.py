@@ -40,7 +40,7 @@ def _finish(*procs: subprocess.Popen) -> list[str]:
 
 
 def _params(run: Path) -> list[np.ndarray]:
-    from dpm_ppl.run import load_run
+    from dpm_ppl.cli._run import load_run
 
     return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(load_run(run).diffusion, eqx.is_array))]
 
@@ -88,7 +88,7 @@ def test_distributed_two_processes_loopback(runs):
 
 
 def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
-    from dpm_ppl import train
+    from dpm_ppl.infer import _train as train
 
     monkeypatch.setattr(jax, "device_count", lambda: 4)
     with pytest.raises(ValueError, match="`batch_size` = 66 cannot be split over the 4 devices.*multiple of 4"):
@@ -99,7 +99,7 @@ def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
 
 
 def test_distributed_flags_need_distributed(tmp_path):
-    from dpm_ppl.cli import main
+    from dpm_ppl.cli._main import main
 
     assert main(["fit", "models/swiss_roll.py", "--out", str(tmp_path), "--num-processes", "2"]) == 2
 
@@ -107,8 +107,8 @@ def test_distributed_flags_need_distributed(tmp_path):
 # importance sampling and sampling on a trained run, recording how many devices each compiled batch ran on
 _PROGRAM = """
 import importlib, json, sys, jax, numpy as np
-L, S = (importlib.import_module(f"dpm_ppl.{name}") for name in ("likelihood", "sample"))  # modules, not functions
-from dpm_ppl.run import load_run
+L, S = (importlib.import_module(f"dpm_ppl.infer._{name}") for name in ("likelihood", "sample"))  # modules
+from dpm_ppl import load_run
 devices = {"is": [], "sample": []}
 def spy(name, module, function):
     def run(*args, **kwargs):

@@ -1,6 +1,6 @@
 """Posterior queries against closed forms: p̃(x⁰) ∝ p(x⁰)·r(x⁰) on oracle models (paper §2.5).
 
-The Gaussian oracle's p(x⁰) = N(μ₀, σ₀²) per coordinate is exact (DESIGN.md "Oracles"), so a Gaussian
+The Gaussian oracle's p(x⁰) = N(μ₀, σ₀²) per coordinate is exact (`dpm_ppl.GaussianOracle`), so a Gaussian
 r has a conjugate posterior and evidence log Z = log N(y; μ₀, σ₀² + σ²); other observation models
 get their posterior and evidence by quadrature on a 1-D oracle; the Bernoulli oracle gives the
 binomial answers per bit. Tolerances are N_SE standard errors, with the effective sample size each
@@ -18,10 +18,10 @@ from helpers import N_SE, query_oracle
 from scipy import stats
 
 import dpm_ppl as dpm
-from dpm_ppl.data import Standardiser
-from dpm_ppl.linear_gaussian import recognise
-from dpm_ppl.posterior import posterior
-from dpm_ppl.query import LogR, QueryError, in_data_units, observe_exactly
+from dpm_ppl import QueryError, in_data_units, observe_exactly, posterior
+from dpm_ppl.datasets import Standardiser
+from dpm_ppl.infer._linear_gaussian import recognise
+from dpm_ppl.infer._query import LogR
 
 
 T = 10
@@ -345,7 +345,7 @@ def test_sampler_errors(key):
         dpm.SMC(num_runs=0)
     with pytest.raises(ValueError, match="`rejuvenate`"):
         dpm.SMC(rejuvenate=-1)
-    with pytest.raises(QueryError, match="binomial states are discrete"):
+    with pytest.raises(QueryError, match="BinomialFamily are discrete"):
         posterior(
             lambda d, y: numpyro.sample("y", dist.Bernoulli(probs=0.1 + 0.8 * d.prior((1,))).to_event(1), obs=y),
             B_MODEL,
@@ -365,7 +365,7 @@ def test_new_observations_reuse_the_compiled_sampler(key, monkeypatch):
     scale; and the same for a query in data units) traces the SMC program no more: `LogR` is a pytree whose
     observations are arguments of the compiled run, not constants baked into it. Each answer is still its own
     conjugate posterior's."""
-    from dpm_ppl.samplers import _smc_engine as engine
+    from dpm_ppl.infer.samplers import _smc_engine as engine
 
     traces = []
     run = engine.run

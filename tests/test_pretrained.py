@@ -1,6 +1,6 @@
 """`DenoiserKernel`: a pretrained ε- or x⁰-predictor as a dpm_ppl reverse kernel (DDPM parameterisation).
 
-References: the oracles of `dpm_ppl.kernels` (exact reversals) and the float64 algebra of `helpers`.
+References: the oracles of `dpm_ppl._kernels` (exact reversals) and the float64 algebra of `helpers`.
 """
 
 import math
@@ -13,13 +13,18 @@ import pytest
 from helpers import EPS32, assert_within_se, mean_se, np_alpha_bar, np_oracle_coefficients, var_se
 from scipy.stats import norm
 
-from dpm_ppl import gaussian
-from dpm_ppl.kernels import GaussianMixtureOracle, GaussianOracle, IsotropicOracle
-from dpm_ppl.likelihood import log_likelihood
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.pretrained import DenoiserKernel
-from dpm_ppl.sample import sample
-from dpm_ppl.schedules import ArraySchedule, GeometricSchedule
+from dpm_ppl import (
+    ArraySchedule,
+    DenoiserKernel,
+    GaussianDiffusion,
+    GaussianMixtureOracle,
+    GaussianOracle,
+    GeometricSchedule,
+    IsotropicOracle,
+    log_likelihood,
+    sample,
+)
+from dpm_ppl import _gaussian as gaussian
 
 
 DDPM = np.linspace(1e-4, 0.02, 1000)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import dpm_ppl as dpm
-from dpm_ppl.bound import DiffusionELBO
+from dpm_ppl import DiffusionELBO, TrainConfig
+from dpm_ppl._remat import map_over_time
+from dpm_ppl.infer import make_svi
 from dpm_ppl.nn import MLPNet
-from dpm_ppl.remat import map_over_time
-from dpm_ppl.train import TrainConfig, make_svi
 
 
 def _loss_and_params(T: int, estimator: str):

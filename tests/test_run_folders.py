@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpm_ppl.cli import main
+from dpm_ppl.cli._main import main
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +106,23 @@ def test_folder_is_self_contained(tmp_path):
     evaluation = _strict_json(out / "evaluation_val.json")
     assert evaluation["split"] == "val" and not (out / "evaluation.json").exists()
     assert "loglik_is_minus_bits" in evaluation["baselines"]["gmm"]
+
+
+def test_folder_moves_and_an_edited_script_copy_is_refused(data, tmp_path, capsys):
+    """A run folder moved elsewhere still loads (from its own copy of the script); once that copy is edited, loading
+    refuses it, naming the file and the hash, instead of silently rebuilding another model."""
+    out = tmp_path / "run"
+    assert _fit(data, out) == 0
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    os.rename(out, moved)
+    assert main(["sample", str(moved), "--num-samples", "20"]) == 0
+    script = moved / "script.py"
+    script.write_text(script.read_text() + "\n# edited after training\n")
+    capsys.readouterr()
+    assert main(["sample", str(moved), "--num-samples", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "script.py" in err and "SHA-256" in err and "edited" in err
 
 
 def test_no_nan_in_json_of_a_tiny_table(tmp_path):

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dpm_ppl import gaussian
-from dpm_ppl.cli import main
-from dpm_ppl.experiment import load_script
-from dpm_ppl.images import ImageData
-from dpm_ppl.likelihood import discrete_bits_per_dim
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.run import load_run
+from dpm_ppl import GaussianDiffusion, load_run
+from dpm_ppl import _gaussian as gaussian
+from dpm_ppl.cli._experiment import load_script
+from dpm_ppl.cli._main import main
+from dpm_ppl.datasets import ImageData
+from dpm_ppl.infer import discrete_bits_per_dim
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +44,7 @@ NEEDS_DATA = {"cifar10"}
 
 def _skip_if_data_not_installed(script: Path) -> None:
     """Image scripts whose data set is not installed on this machine (MNIST, Fashion-MNIST: see
-    `dpm_ppl.images`) are skipped with the install command."""
+    `dpm_ppl.datasets._images`) are skipped with the install command."""
     if script.stem in NEEDS_DATA:
         pytest.skip(f"{script.name} trains on data the user gives (--data DIR)")
     if script.stem in DATA_FILES:
@@ -208,9 +207,9 @@ def test_script_declaring_nothing_is_a_clear_error(tmp_path, capsys):
 BAD_DATA_SCRIPT = """
 import numpy as np
 import equinox as eqx
-from dpm_ppl.data import Dataset
-from dpm_ppl.experiment import Experiment
-from dpm_ppl.train import TrainConfig
+from dpm_ppl.datasets import Dataset
+from dpm_ppl import Experiment
+from dpm_ppl import TrainConfig
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("swiss", {swiss!r})
 swiss = importlib.util.module_from_spec(spec); spec.loader.exec_module(swiss)

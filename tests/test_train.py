@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from helpers import N_SE, mean_se
 
-from dpm_ppl import checkpoint, nn, train
-from dpm_ppl.data import Standardiser
-from dpm_ppl.kernels import IsotropicOracle
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import GeometricSchedule, LearnedSchedule
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import GaussianDiffusion, GeometricSchedule, IsotropicOracle, LearnedSchedule, TrainConfig
+from dpm_ppl.datasets import Standardiser
+from dpm_ppl.infer import _checkpoint as checkpoint
+from dpm_ppl.infer import _train as train
+from dpm_ppl.nn import _mlp as nn
 
 
 T = 5
@@ -106,7 +105,7 @@ def test_short_fit_beats_the_null_model(uninterrupted):
     (mean(K − log p) ≤ 4 stderr); β₁ stays fixed and β₂…β_T moved."""
     result, _, _, _, (_, test_x, log_p) = uninterrupted
     diffusion = new_diffusion()
-    terms = train.bound_terms(diffusion, result.params, test_x, jax.random.key(2))
+    terms = train.evaluate_bound(diffusion, result.params, test_x, jax.random.key(2))
     K = np.asarray(terms.K, np.float64)
     gain, se = mean_se(K - np.asarray(terms.log_null, np.float64))
     assert gain > N_SE * se, (gain, se)
@@ -283,8 +282,8 @@ def test_long_float32_run_stays_finite():
     readout per step): no step is non-finite (the default guard would stop), the held-out bound's every term is
     finite at every t, and so are 2,000 samples with their whole trajectories. Recorded in README
     ("Reliability")."""
-    from dpm_ppl.data import SwissRoll
-    from dpm_ppl.sample import sample
+    from dpm_ppl.datasets import SwissRoll
+    from dpm_ppl.infer._sample import sample
 
     T_long = 1000
     split = SwissRoll(num_train=20_000, num_test=500).split(seed=0)
@@ -298,7 +297,7 @@ def test_long_float32_run_stays_finite():
     assert result.history["skipped_steps"] == []
     assert np.isfinite(result.history["loss_bits"]).all() and np.isfinite(result.history["eval_K_bits"]).all()
     trained = diffusion.bind(result.params)
-    terms = train.bound_terms(trained, {}, split.test, jax.random.key(1))
+    terms = train.evaluate_bound(trained, {}, split.test, jax.random.key(1))
     for name in ("kl", "entropy_T", "entropy_1", "prior", "log_null"):
         assert np.all(np.isfinite(np.asarray(getattr(terms, name)))), name
     drawn = sample(trained, jax.random.key(2), 2_000, trajectory=True)

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from dpm_ppl import checkpoint, nn, train
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import GeometricSchedule, LearnedSchedule
-from dpm_ppl.train import TrainConfig, TrainingInterrupted
+from dpm_ppl import GaussianDiffusion, GeometricSchedule, LearnedSchedule, TrainConfig, TrainingInterrupted
+from dpm_ppl.infer import _checkpoint as checkpoint
+from dpm_ppl.infer import _train as train
+from dpm_ppl.nn import _mlp as nn
 
 
 T = 4
@@ -127,7 +127,7 @@ def test_early_stopping_returns_the_best(reference):
 
     _, val_x = overfit_data()
     eval_key = jax.random.split(jax.random.key(KEY), 3)[2]
-    terms = train.bound_terms(mlp_diffusion(), result.params, val_x[: STOP.eval_size], eval_key)
+    terms = train.evaluate_bound(mlp_diffusion(), result.params, val_x[: STOP.eval_size], eval_key)
     assert float(terms.bits()["K"].mean()) == h["best_K_bits"]
 
     best, header = checkpoint.load(out / train.BEST_CHECKPOINT, result.state, {"T": T})
@@ -242,10 +242,10 @@ def test_resume_after_early_stop_does_not_train(reference, tmp_path):
 
 SETUP = """
 import jax, numpy as np
-from dpm_ppl.kernels import IsotropicOracle
-from dpm_ppl.model import GaussianDiffusion
-from dpm_ppl.schedules import GeometricSchedule, LearnedSchedule
-from dpm_ppl.train import TrainConfig
+from dpm_ppl import IsotropicOracle
+from dpm_ppl import GaussianDiffusion
+from dpm_ppl import GeometricSchedule, LearnedSchedule
+from dpm_ppl import TrainConfig
 
 schedule = GeometricSchedule(4, 0.05, 0.6)
 diffusion = GaussianDiffusion((2,), LearnedSchedule(schedule), kernel=IsotropicOracle(schedule()))
@@ -261,7 +261,7 @@ import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from pathlib import Path
-from dpm_ppl.train import fit
+from dpm_ppl import fit
 """
     + SETUP
     + """
@@ -304,6 +304,7 @@ def test_signal_writes_checkpoint_and_resumes(tmp_path, sig):
             proc.wait(timeout=120)
         finally:
             proc.kill()
+            proc.stdout.close()
     stderr = (tmp_path / "stderr").read_text()
     assert proc.returncode != 0 and "finished" not in rest, stderr[-2000:]
     header, _ = checkpoint.read_header(out / train.CHECKPOINT)
@@ -383,13 +384,13 @@ def test_no_out_dir_message(monkeypatch):
     the evaluation after the first chunk)."""
     diffusion, x, config = _setup()
     config = dataclasses.replace(config, steps=50, eval_every=10)
-    original = train.bound_terms
+    original = train.evaluate_bound
 
     def interrupted_bound_terms(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "bound_terms", interrupted_bound_terms)
+    monkeypatch.setattr(train, "evaluate_bound", interrupted_bound_terms)
     with pytest.raises(TrainingInterrupted, match=r"by SIGTERM at step 10 of 50; no checkpoint was written") as info:
         train.fit(diffusion, x[:250], x[250:], config, jax.random.key(1), progress=False)
     assert info.value.checkpoint is None and info.value.step == 10

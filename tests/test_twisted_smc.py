@@ -17,11 +17,12 @@ from helpers import N_SE
 from scipy import stats
 
 import dpm_ppl as dpm
-from dpm_ppl import binomial
-from dpm_ppl.linear_gaussian import recognise
-from dpm_ppl.query import LogR
-from dpm_ppl.samplers._result import log_mean_exp
-from dpm_ppl.schedules import alpha_bar
+from dpm_ppl import _binomial as binomial
+from dpm_ppl._chains import apply_kernel
+from dpm_ppl._schedules import alpha_bar
+from dpm_ppl.infer._linear_gaussian import recognise
+from dpm_ppl.infer._query import LogR
+from dpm_ppl.infer.samplers._result import log_mean_exp
 
 
 M3, S3 = np.array([0.5, -1.0, 0.2]), np.array([0.7, 1.3, 0.4])
@@ -143,7 +144,7 @@ def test_smoothed_twist_is_the_exact_predictive_on_the_oracle(key):
     y = jnp.array([[0.4, -0.7]])
     (site,) = recognise(LogR(_dense, model, {"y": y}, key), key)
     x_t = jnp.array([[0.3, -2.0, 1.1]])
-    x0, v0 = model.family.x0_estimate(dpm.chains.apply_kernel(oracle, x_t, t, 1), x_t, t, oracle.betas)
+    x0, v0 = model.family.x0_estimate(apply_kernel(oracle, x_t, t, 1), x_t, t, oracle.betas)
     got = float(site.log_twist(x0, v0)[0])
     a = float(alpha_bar(oracle.betas)[t])
     gain = S3**2 * math.sqrt(a) / (a * S3**2 + 1 - a)
@@ -250,7 +251,7 @@ def test_rejuvenation_keeps_the_target_and_accepts(key):
 def test_heavy_tailed_runs_are_flagged(key):
     """With the noisy twist at T = 50 and few particles the runs disagree: the result says so."""
     _, model = oracle_model(50)
-    with pytest.warns(RuntimeWarning, match="dominates|k̂|R-hat"):
+    with pytest.warns(dpm.DiagnosticWarning, match="dominates|k̂|R-hat"):
         r = dpm.posterior(
             noisy, model, {"y": Y3}, key=key, sampler=dpm.SMC(num_particles=30, num_runs=8, twist="noisy")
         )
@@ -366,7 +367,7 @@ def test_jacobian_twist_on_a_multimodal_posterior(rows, key):
 def test_auto_covariance_is_the_jacobian_only_for_exact_moments(key, monkeypatch):
     """``covariance="auto"`` takes the Jacobian for an oracle kernel (``exact_moments``) and the diagonal for
     any other kernel (a trained network's derivative is not a covariance; measured on the trained Swiss roll)."""
-    from dpm_ppl.samplers import _smc_engine as engine
+    from dpm_ppl.infer.samplers import _smc_engine as engine
 
     seen = []
     run = engine.run

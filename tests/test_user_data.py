@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from dpm_ppl.data import FileData, Standardiser
-from dpm_ppl.experiment import load_script
+from dpm_ppl import DataWarning
+from dpm_ppl.cli._experiment import load_script
+from dpm_ppl.datasets import FileData, Standardiser
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def test_split_is_a_seeded_partition(tmp_path):
     assert not np.array_equal(rest, other)
     np.testing.assert_array_equal(data.raw_split(seed=1)[1], val)
     assert not np.array_equal(data.raw_split(seed=2)[1], val)
-    with pytest.warns(UserWarning, match=r"Only 36 training rows"):
+    with pytest.warns(DataWarning, match=r"Only 36 training rows"):
         split = data.split(seed=1)
     assert split.train.shape == (36, 3) and split.val.shape == (4, 3) and split.test.shape == (10, 3)
     fitted = Standardiser.fit(train)  # the training rows alone
@@ -104,14 +105,14 @@ def test_three_rows_are_the_minimum(tmp_path):
     training rows that differ, hence four rows); two are refused, saying why."""
     path = tmp_path / "d.npy"
     np.save(path, X[:3])
-    with pytest.warns(UserWarning, match=r"Only 1 training row for 3 columns"):
+    with pytest.warns(DataWarning, match=r"Only 1 training row for 3 columns"):
         split = FileData(path).split(0, standardise=False)
     assert len(split.train) == len(split.val) == len(split.test) == 1
     assert _rows(np.concatenate([split.train, split.val, split.test])) == _rows(X[:3])
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"The training data are constant"):
+    with pytest.warns(DataWarning), pytest.raises(ValueError, match=r"The training data are constant"):
         FileData(path).split(0)
     np.save(path, X[:4])
-    with pytest.warns(UserWarning, match=r"Only 2 training rows"):
+    with pytest.warns(DataWarning, match=r"Only 2 training rows"):
         split = FileData(path).split(0)
     assert (len(split.train), len(split.val), len(split.test)) == (2, 1, 1)
     np.save(path, X[:2])
@@ -235,10 +236,10 @@ def test_constant_column_warns_and_drop_constant_drops_it(tmp_path):
     """A constant column is named in a warning with the two fixes; drop_constant=True removes it."""
     path = _columns_file(tmp_path, constant=1)
     fixes = r"Column 'b' \(= 2\.5\) of the data file .* is constant in the training rows.*columns=.*drop_constant=True"
-    with pytest.warns(UserWarning, match=fixes):
+    with pytest.warns(DataWarning, match=fixes):
         split = FileData(path).split(0)
     assert np.ptp(split.train[:, 1]) == 0
-    with pytest.warns(UserWarning, match=fixes):
+    with pytest.warns(DataWarning, match=fixes):
         split = FileData(path, per_column=True).split(0)
     assert split.standardiser.scale[1] == 1.0 and np.all(split.train[:, 1] == 0)  # no division by zero
     data = FileData(path, drop_constant=True)
@@ -256,7 +257,7 @@ def test_near_constant_column_warns(tmp_path):
     """A column whose sd is 10⁻⁵ of the others' is named, suggesting per_column=True or columns=."""
     path = _columns_file(tmp_path, tiny_sd=2)
     with pytest.warns(
-        UserWarning, match=r"Column 'c' \(sd [0-9.e-]+\) .* varies far less than the others.*per_column=True"
+        DataWarning, match=r"Column 'c' \(sd [0-9.e-]+\) .* varies far less than the others.*per_column=True"
     ):
         FileData(path).split(0)
 
@@ -264,11 +265,11 @@ def test_near_constant_column_warns(tmp_path):
 def test_tiny_data_warn(tmp_path):
     """Fewer than 50 training rows, or fewer than 10 per column: the bits will be noisy, the model may overfit."""
     message = r"Only {} training rows for {} columns .*noisy.*overfit"
-    with pytest.warns(UserWarning, match=message.format(32, 3)):
+    with pytest.warns(DataWarning, match=message.format(32, 3)):
         FileData(_columns_file(tmp_path, n=40)).split(0)
     path = tmp_path / "wide.npy"
     np.save(path, np.random.default_rng(6).normal(size=(100, 12)))
-    with pytest.warns(UserWarning, match=message.format(81, 12).replace(" .*", r" .*fewer than 120.*")):
+    with pytest.warns(DataWarning, match=message.format(81, 12).replace(" .*", r" .*fewer than 120.*")):
         FileData(path).split(0)
 
 
@@ -309,6 +310,6 @@ def test_binary_base_rate_is_the_smoothed_data_rate(tmp_path):
     diffusion = experiment.model(jax.random.key(0), 5)
     assert diffusion.base_rate == pytest.approx(121 / 402, rel=1e-12)
     assert experiment.num_steps == 1000 and diffusion.event_shape == (10,)
-    with pytest.warns(UserWarning, match=r"Only 32 training rows"):  # binary: no column warnings, not rescaled
+    with pytest.warns(DataWarning, match=r"Only 32 training rows"):  # binary: no column warnings, not rescaled
         split = experiment.data.split(0, check=diffusion.family.check_data, standardise=diffusion.family.standardise)
     assert set(np.unique(split.train)) <= {0.0, 1.0} and split.standardiser.scale == 1.0
