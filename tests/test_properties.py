@@ -100,7 +100,7 @@ def test_gaussian_float32_stable_at_T_4000(kernel):
     x0 = np.asarray(jax.random.normal(jax.random.key(1), (8, 2)))
     # "trajectory" (the per-datum log weight of importance sampling) only where it has an exact answer
     for estimator in ("all", "trajectory") if kernel == "isotropic" else ("all",):
-        terms = train.bound_terms(diffusion, {}, x0, jax.random.key(2), estimator=estimator, batch_size=8)
+        terms = train.evaluate_bound(diffusion, {}, x0, jax.random.key(2), estimator=estimator, batch_size=8)
         assert all(_finite(terms).values()), (estimator, _finite(terms))
         if estimator == "trajectory":
             np.testing.assert_allclose(_np(terms.K - terms.log_null), 0.0, atol=0.05)
@@ -116,7 +116,7 @@ def test_binomial_float32_stable_at_T_4000():
     net = nn.MLPNet(4, T_LONG, width=16, depth=2, basis=basis, heads=1, key=jax.random.key(0))
     diffusion = BinomialDiffusion((4,), schedule, network=net, base_rate=0.2, trainable=False)
     x0 = (np.asarray(jax.random.uniform(jax.random.key(1), (8, 4))) < 0.4).astype(np.float32)
-    terms = train.bound_terms(diffusion, {}, x0, jax.random.key(2), estimator="all", batch_size=8)
+    terms = train.evaluate_bound(diffusion, {}, x0, jax.random.key(2), estimator="all", batch_size=8)
     assert all(_finite(terms).values()), _finite(terms)
     drawn = sample(diffusion, jax.random.key(3), 128)
     assert np.all(np.isin(np.asarray(drawn.x0), (0.0, 1.0)))

@@ -35,4 +35,4 @@ def test_ruff_format():
 
 
 def test_pyright_clean_on_the_package():
-    _run(_tool("basedpyright"))
+    _run(_tool("basedpyright"), "--project", str(ROOT))
