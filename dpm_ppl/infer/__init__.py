@@ -1,5 +1,8 @@
 """Inference on diffusion models: training on the bound K, ancestral sampling, importance-sampled likelihood,
-and posterior queries with their samplers. Functions here take models and arrays, never paths."""
+and posterior queries with their samplers. Functions here take models and arrays, never paths.
+
+Training is `fit` (the host loop: minibatches, validation, checkpoints) around `init`, which gives the SVI and
+its `TrainState`, and `update`, one pure and jittable SVI step that also says whether it was finite."""
 
 from ._checkpoint import CheckpointError as CheckpointError
 from ._likelihood import LikelihoodEstimate as LikelihoodEstimate
@@ -16,8 +19,11 @@ from ._train import FitResult as FitResult
 from ._train import NonFiniteError as NonFiniteError
 from ._train import TrainConfig as TrainConfig
 from ._train import TrainingInterrupted as TrainingInterrupted
+from ._train import TrainState as TrainState
 from ._train import fit as fit
+from ._train import init as init
 from ._train import make_svi as make_svi
+from ._train import update as update
 from .samplers import NUTS as NUTS
 from .samplers import SMC as SMC
 from .samplers import AbstractSampler as AbstractSampler

@@ -1,7 +1,10 @@
 """Training by SVI on the bound K: a jitted loop with minibatches, optax, progress, validation, checkpoints.
 
-``svi.run`` cannot take minibatches and ``svi.update`` is not jitted (ecosystem notes §1), so the
-loop fuses ``steps_per_call`` SVI updates into one jitted `lax.scan`. Minibatch indices come from
+Shaped as blackjax and numpyro shape inference: `init` gives the SVI and its `TrainState`, `update`
+is one pure, jittable step (``svi.update`` and a status saying whether it was finite), and `fit` is
+the host loop around them. ``svi.run`` cannot take minibatches and ``svi.update`` is not jitted
+(ecosystem notes §1), so `fit` fuses ``steps_per_call`` `update` steps into one jitted `lax.scan`
+(compiled once per chunk length) and does everything else between chunks. Minibatch indices come from
 ``fold_in(data_key, step)``, so an interrupted run resumed from its checkpoint draws exactly the
 batches and noise an uninterrupted run would have. Chunks end on multiples of ``eval_every`` and
 ``checkpoint_every`` (and at the last step), so where a run is resumed never changes its chunks.
@@ -21,12 +24,13 @@ end, and on SIGINT/SIGTERM: while `fit` runs (from the main thread) those signal
 after the current compiled chunk the loop writes the checkpoint and raises `TrainingInterrupted`
 (a `KeyboardInterrupt`), so a second Ctrl-C during the write cannot corrupt it.
 
-Numerical guard: every step reports a status (the loss and every gradient finite, or which one
-is not) from inside the compiled loop. With ``on_nonfinite="stop"`` (default) the loop keeps the
-state from before the first bad step, and `fit` raises `NonFiniteError` naming the step and the
-term of the bound (or the parameter whose gradient) that went non-finite; no checkpoint is written
-from a non-finite state. With ``on_nonfinite="skip"`` such a step leaves the parameters and the
-optimiser unchanged and is counted in ``history["skipped_steps"]``.
+Numerical guard: every step reports a status from inside the compiled loop (`update`: the loss
+finite, and the parameters the optimiser made from its gradient finite, or which one is not).
+With ``on_nonfinite="stop"`` (default) the loop keeps the state from before the first bad step,
+and `fit` raises `NonFiniteError` naming the step and the term of the bound (or the parameter
+whose gradient) that went non-finite; no checkpoint is written from a non-finite state. With
+``on_nonfinite="skip"`` such a step leaves the parameters and the optimiser unchanged and is
+counted in ``history["skipped_steps"]``.
 
 Data parallelism: the loop runs on every device JAX sees (all local devices, and every process's
 devices after `jax.distributed.initialize`). Parameters, optimiser state and the training data
@@ -63,10 +67,13 @@ from .._bound import BoundTerms, DiffusionELBO, Estimator
 from .._checks import positive_int
 from .._model import AbstractDiffusion
 from . import _checkpoint as checkpoint
-from ._sharding import data_mesh
+from ._sharding import DataMesh, data_mesh
 
 
-__all__ = ["FitResult", "NonFiniteError", "TrainConfig", "TrainingInterrupted", "evaluate_bound", "fit", "make_svi"]
+__all__ = [
+    "FitResult", "NonFiniteError", "TrainConfig", "TrainState", "TrainingInterrupted", "evaluate_bound", "fit", "init",
+    "make_svi", "update",
+]  # fmt: skip
 
 CHECKPOINT = "checkpoint.eqx"
 BEST_CHECKPOINT = "best.eqx"
@@ -275,21 +282,98 @@ def evaluate_bound(
     return BoundTerms(*(jnp.concatenate(xs) for xs in zip(*parts)), dim=diffusion.dim)
 
 
-def _guarded_update(svi: SVI, state: SVIState, batch: Array) -> tuple[SVIState, Array, Array]:
-    """``svi.update`` that also returns a status: `_OK`, `_BAD_LOSS` or `_BAD_GRAD` (traced, no Python ``if``)."""
-    rng_key, rng_key_step = jax.random.split(state.rng_key)
-    constrain_fn = svi.constrain_fn
-    assert constrain_fn is not None  # set by `svi.init`
+class TrainState(NamedTuple):
+    """What the compiled training step carries from one step to the next.
 
-    def loss_fn(params):
-        return svi.loss.loss(rng_key_step, constrain_fn(params), svi.model, svi.guide, batch, **svi.static_kwargs)
+    **Attributes:**
 
-    params = svi.optim.get_params(state.optim_state)
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    status = jnp.where(jnp.isfinite(loss), jnp.where(grads_finite, _OK, _BAD_GRAD), _BAD_LOSS)
-    optim_state = svi.optim.update(grads, state.optim_state, value=loss)
-    return SVIState(optim_state, state.mutable_state, rng_key), loss, status
+    - `svi_state`: the `SVIState` (the unconstrained parameters, the optimiser's moments and step
+      count, the PRNG key). `fit` keeps it replicated on every device; ``checkpoint.eqx`` holds it.
+    """
+
+    svi_state: SVIState
+
+
+def init(
+    diffusion: AbstractDiffusion, config: TrainConfig, key: PRNGKeyArray, first_batch: Array
+) -> tuple[SVI, TrainState]:
+    """The SVI of `make_svi` and its initial state, ``svi.init(key, first_batch)``.
+
+    ``first_batch`` (a minibatch, e.g. the first ``batch_size`` training rows) only gives the shapes
+    the model and guide are traced with; the parameters come from the diffusion's initial values.
+    """
+    svi = make_svi(diffusion, config)
+    return svi, TrainState(svi.init(key, first_batch))
+
+
+def update(svi: SVI, state: TrainState, batch: Array) -> tuple[TrainState, Array, Array]:
+    """One SVI step on the minibatch ``batch``, ``svi.update``: a gradient step on the loss −K (the
+    bound of Eq 14 summed over the batch, nats), refused when it is not finite.
+
+    Returns the new state, the loss and a status: 0 (`_OK`) for a finite step; 1 (`_BAD_LOSS`) when
+    the loss is not finite; 2 (`_BAD_GRAD`) when the loss is finite but the parameters the optimiser
+    made are not. With `make_svi`'s optimiser the latter is exactly a non-finite gradient:
+    `optax.clip_by_global_norm` divides every leaf by the global norm, so a NaN gradient makes every
+    update NaN and an infinite one makes its own leaf ∞/∞ = NaN, which Adam carries into the
+    parameters (a finite gradient cannot: its clipped Adam step is of the order of the learning
+    rate). SVI exposes no gradient, so `update` reads the parameters. A refused step keeps the
+    parameters and the optimiser state and takes the new PRNG key, so the next step draws new noise
+    (``on_nonfinite="skip"``). Pure and jittable: the status is traced, with no Python ``if``.
+    """
+    new, loss = svi.update(state.svi_state, batch)
+    params = svi.optim.get_params(new.optim_state)  # unconstrained, as the optimiser made them
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    status = jnp.where(jnp.isfinite(loss), jnp.where(params_finite, _OK, _BAD_GRAD), _BAD_LOSS)
+    refused = state.svi_state._replace(rng_key=new.rng_key)
+    return TrainState(jax.lax.cond(status == _OK, lambda: new, lambda: refused)), loss, status
+
+
+def _batch_indices(data_key: PRNGKeyArray, step: int | Array, batch: int, num_train: int) -> Array:
+    """The training rows of step ``step``'s minibatch, drawn with replacement from ``fold_in(data_key, step)``."""
+    return jax.random.randint(jax.random.fold_in(data_key, step), (batch,), 0, num_train)
+
+
+def _compile_chunk(
+    svi: SVI, train: Array, data_key: PRNGKeyArray, batch: int, on_nonfinite: str, mesh: DataMesh
+) -> Callable[[TrainState, int, int], tuple[TrainState, tuple[Array, Array]]]:
+    """``chunk(state, first_step, n)``: `update` on the minibatches of steps ``first_step`` … ``first_step
+    + n − 1`` of the replicated ``train`` in one jitted `lax.scan`, returning the last state and every
+    step's loss and status.
+
+    ``n`` is static (compiled once per chunk length); each minibatch is sharded along its batch axis.
+    With ``on_nonfinite="stop"`` the state freezes at the one before the first bad step (its PRNG key
+    too, so `_non_finite_error` replays that step); with ``"skip"`` a bad step is `update`'s refused one.
+    """
+    num_train = train.shape[0]
+
+    def chunk(state: TrainState, first_step: Array, n: int) -> tuple[TrainState, tuple[Array, Array]]:
+        def body(carry: tuple[TrainState, Array], i: Array):
+            state, stopped = carry
+            xb = jax.lax.with_sharding_constraint(
+                train[_batch_indices(data_key, first_step + i, batch, num_train)], mesh.split
+            )
+            updated, loss, status = update(svi, state, xb)
+            if on_nonfinite == "stop":
+                new = jax.lax.cond((status == _OK) & ~stopped, lambda: updated, lambda: state)
+            else:
+                new = updated
+            return (new, stopped | (status != _OK)), (loss, status)
+
+        (state, _), out = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(n))
+        return state, out
+
+    return jax.jit(chunk, static_argnums=2, out_shardings=mesh.replicated)
+
+
+def _chunk_length(config: TrainConfig, step: int) -> int:
+    """Steps of the chunk starting at ``step``: ``steps_per_call``, cut at the next evaluation, checkpoint
+    or last step, so chunks never straddle them (a few chunk lengths, each compiled once)."""
+    return min(
+        config.steps_per_call,
+        config.steps - step,
+        config.eval_every - step % config.eval_every,
+        config.checkpoint_every - step % config.checkpoint_every,
+    )
 
 
 def _non_finite_error(
@@ -304,11 +388,13 @@ def _non_finite_error(
     saved: int | None,
 ) -> NonFiniteError:
     """Diagnose the bad step from the state before it: replay its loss term by term (same batch and
-    key), or find the parameters whose gradient is not finite."""
-    _, rng_key_step = jax.random.split(state.rng_key)
-    raw_params = svi.optim.get_params(state.optim_state)
-    constrain_fn = svi.constrain_fn
-    assert constrain_fn is not None  # set by `svi.init`
+    key), or find the parameters whose gradient is not finite.
+
+    Only through SVI's public methods: ``svi.evaluate`` is the loss ``svi.update`` differentiated (the
+    same split of the state's key), and SVI exposes no gradient, so the gradient is that of
+    ``svi.evaluate`` with respect to the unconstrained parameters, put in a state by ``svi.optim.init``.
+    """
+    _, rng_key_step = jax.random.split(state.rng_key)  # the key of the step's loss (`svi.update`, `svi.evaluate`)
     batch = train[idx]
     kept = f"training stopped at step {step} with the last finite parameters (`err.state`); " + (
         f"the last checkpoint (step {saved}) is intact." if saved is not None else "no checkpoint was written."
@@ -319,7 +405,7 @@ def _non_finite_error(
     )
     if status == _BAD_LOSS:
         terms, _, other = DiffusionELBO(config.estimator).terms(
-            rng_key_step, constrain_fn(raw_params), svi.model, svi.guide, batch
+            rng_key_step, svi.get_params(state), svi.model, svi.guide, batch
         )
         bad = [name for name in _TERMS if not np.all(np.isfinite(np.asarray(getattr(terms, name))))]
         parts = []
@@ -333,9 +419,9 @@ def _non_finite_error(
         message = f"The bound became non-finite at step {step}: term {where} of K; {kept} {fix}"
         cause = "loss"
     else:
-        grads = jax.grad(
-            lambda p: svi.loss.loss(rng_key_step, constrain_fn(p), svi.model, svi.guide, batch, **svi.static_kwargs)
-        )(raw_params)
+        grads = jax.grad(lambda raw: svi.evaluate(state._replace(optim_state=svi.optim.init(raw)), batch))(
+            svi.optim.get_params(state.optim_state)
+        )
         bad = [
             jax.tree_util.keystr(path)
             for path, g in jax.tree_util.tree_leaves_with_path(grads)
@@ -405,6 +491,150 @@ def _load_best(path: Path, like: SVIState, spec: dict, step: int, ckpt_path: Pat
     )
 
 
+def _new_history() -> dict[str, Any]:
+    """The history of a fresh run (its keys: `fit`'s docstring)."""
+    return {
+        "step": [], "loss_bits": [], "eval_step": [], "eval_K_bits": [], "skipped_steps": [], "seconds": 0.0,
+        "best_step": None, "best_K_bits": None, "stopped_step": None,
+    }  # fmt: skip
+
+
+class _Checkpoints:
+    """The run folder's ``checkpoint.eqx`` and ``best.eqx`` (neither without ``out_dir``); process 0 alone writes.
+
+    `last_saved` is the step that ``checkpoint.eqx`` holds (``None`` until a fresh run writes it) and
+    `last_save_time` the `time.monotonic` of that write (or of the start), for ``checkpoint_seconds``.
+    """
+
+    def __init__(self, out_dir: str | Path | None, spec: dict, on_checkpoint: Callable[[int], None] | None):
+        self.path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+        self.best_path = Path(out_dir) / BEST_CHECKPOINT if out_dir is not None else None
+        self.spec, self.on_checkpoint = spec, on_checkpoint
+        self.lead = jax.process_index() == 0
+        self.last_saved: int | None = None
+        self.last_save_time = time.monotonic()
+
+    def resume(self, like: SVIState, keep_best: bool) -> tuple[SVIState, dict[str, Any], int, SVIState | None]:
+        """The checkpoint's state, history and step, and (with ``keep_best``) the state of its best validation K."""
+        if self.path is None:
+            raise ValueError("`resume=True` needs `out_dir`, the run folder holding the checkpoint.")
+        if not self.path.exists():
+            raise FileNotFoundError(f"`--resume` was given but there is no checkpoint at {str(self.path)!r}.")
+        state, header = checkpoint.load(self.path, like, self.spec)
+        history = header["meta"]["history"]
+        for name in ("best_step", "best_K_bits", "stopped_step"):  # checkpoints of earlier versions lack them
+            history.setdefault(name, None)
+        history.setdefault("skipped_steps", [])
+        start = int(header["meta"]["step"])
+        best, best_state = history["best_step"], None
+        if best is not None and keep_best:
+            assert self.best_path is not None  # `out_dir` is given (checked above)
+            best_state = state if best == start else _load_best(self.best_path, state, self.spec, best, self.path)
+        self.last_saved, self.last_save_time = start, time.monotonic()
+        return state, history, start, best_state
+
+    def overdue(self, seconds: float | None) -> bool:
+        """Whether ``seconds`` of wall time (``None``: never) have passed since the last write."""
+        return seconds is not None and time.monotonic() - self.last_save_time >= seconds
+
+    def save(self, step: int, state: TrainState, history: dict[str, Any]) -> None:
+        """Write ``checkpoint.eqx`` (once per step) with the history and best-so-far, then call ``on_checkpoint``."""
+        if self.path is None or not self.lead or self.last_saved == step:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        best = {"step": history["best_step"], "K_bits": history["best_K_bits"]}
+        meta = {"step": step, "history": history, "best": best}
+        checkpoint.save(self.path, _local(state.svi_state), self.spec, meta)
+        self.last_saved, self.last_save_time = step, time.monotonic()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(step)
+
+    def save_best(self, step: int, state: SVIState, K_bits: float) -> None:
+        """Write ``best.eqx``, the (local) state of the best validation K, at ``step``."""
+        if self.best_path is None or not self.lead:
+            return
+        self.best_path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(self.best_path, state, self.spec, {"step": step, "K_bits": K_bits})
+
+
+def _rank(K: float | None) -> float:
+    """Validation K for comparison: a non-finite one never beats a finite one."""
+    return K if K is not None and math.isfinite(K) else -math.inf
+
+
+class _Validation:
+    """The validation K every ``eval_every`` steps and at the last one, with the best state and the
+    patience counter; what it finds goes into ``history`` (``eval_*``, ``best_*``, ``stopped_step``).
+
+    The bound is evaluated on ``val[:eval_size]`` with one ``key`` (the same noise every time), and
+    `best_state` is the local SVI state of the best K so far.
+    """
+
+    def __init__(
+        self,
+        diffusion: AbstractDiffusion,
+        svi: SVI,
+        val: np.ndarray,
+        key: PRNGKeyArray,
+        config: TrainConfig,
+        history: dict[str, Any],
+        best_state: SVIState | None,
+    ):
+        self.diffusion, self.svi, self.key, self.config, self.history = diffusion, svi, key, config, history
+        self.rows = np.asarray(val[: config.eval_size])
+        self.best_state = best_state
+        # evaluations since the best one (the patience counter), from the history so that it survives a resume
+        best = history["best_step"]
+        self.stale = sum(1 for s in history["eval_step"] if best is not None and s > best)
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is an evaluation step."""
+        return step % self.config.eval_every == 0 or step == self.config.steps
+
+    def __call__(self, step: int, state: TrainState) -> SVIState | None:
+        """Evaluate K (bits) at ``step``: the (local) state if its K is the best so far (now
+        `best_state`), else ``None``."""
+        local = _local(state.svi_state)
+        terms = evaluate_bound(self.diffusion, self.svi.get_params(local), self.rows, self.key)
+        K = float(terms.bits()["K"].mean())
+        history, patience = self.history, self.config.patience
+        history["eval_step"].append(step)
+        history["eval_K_bits"].append(K)
+        improved = history["best_step"] is None or _rank(K) > _rank(history["best_K_bits"])
+        if improved:
+            history["best_step"], history["best_K_bits"], self.stale = step, K, 0
+            self.best_state = local  # arrays are immutable and never donated: a reference is a copy
+        else:
+            self.stale += 1
+            if patience is not None and self.stale >= patience and step < self.config.steps:
+                history["stopped_step"] = step
+        return local if improved else None
+
+
+def _postfix(bar: tqdm, history: dict[str, Any]) -> None:
+    """The progress bar's last training K, last validation K and best step."""
+    shown = {"K_bits": f"{-history['loss_bits'][-1]:.3f}"} if history["loss_bits"] else {}
+    if history["eval_K_bits"]:
+        shown["val_K"] = f"{history['eval_K_bits'][-1]:.3f}"
+        shown["best"] = history["best_step"]
+    bar.set_postfix(shown)
+
+
+def _interrupted(
+    signal_name: str, step: int, config: TrainConfig, path: Path | None, state: SVIState
+) -> TrainingInterrupted:
+    """The error raised after the chunk in which ``signal_name`` was caught (the checkpoint already written)."""
+    where = (
+        f"the checkpoint at {path} holds it"
+        if path is not None
+        else "no checkpoint was written (`fit` was given no `out_dir`)"
+    )
+    return TrainingInterrupted(
+        f"training interrupted by {signal_name} at step {step} of {config.steps}; {where}",
+        step=step, signal_name=signal_name, checkpoint=path, state=state,
+    )  # fmt: skip
+
+
 def fit(
     diffusion: AbstractDiffusion,
     train: np.ndarray | Array,
@@ -439,6 +669,9 @@ def fit(
     with `NonFiniteError` (a `FloatingPointError` naming the step and the bound's term or the
     parameter, holding the last finite state; the last checkpoint is left untouched) or is skipped
     (``config.on_nonfinite``).
+
+    The loop is `init`, then chunks of `update` compiled as one `lax.scan` each; between chunks the
+    host evaluates, checkpoints, updates the progress bar and looks for a caught signal.
     """
     # data at the door: shape, finiteness and the family's support (binary data must be 0 or 1)
     train = jnp.asarray(diffusion.family.check_data(train, diffusion.event_shape, "train data"))
@@ -446,168 +679,61 @@ def fit(
     num_train = train.shape[0]
     batch = _global_batch(config.batch_size, num_train)
     mesh = data_mesh()
-    replicated, batch_sharding = mesh.replicated, mesh.split
-    lead = jax.process_index() == 0
-    svi = make_svi(diffusion, config)
     init_key, data_key, eval_key = jax.random.split(key, 3)
-    state = svi.init(init_key, train[:batch])
-    history: dict[str, Any] = {
-        "step": [], "loss_bits": [], "eval_step": [], "eval_K_bits": [], "skipped_steps": [], "seconds": 0.0,
-        "best_step": None, "best_K_bits": None, "stopped_step": None,
-    }  # fmt: skip
-    start = 0
-    ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-    best_path = Path(out_dir) / BEST_CHECKPOINT if out_dir is not None else None
-    spec = spec or {}
-    best_state = None  # the (local) SVI state of the best validation K
+    svi, state = init(diffusion, config, init_key, train[:batch])
+    ckpts = _Checkpoints(out_dir, spec or {}, on_checkpoint)
+    history, start, best_state = _new_history(), 0, None
     if resume:
-        if ckpt_path is None:
-            raise ValueError("`resume=True` needs `out_dir`, the run folder holding the checkpoint.")
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"`--resume` was given but there is no checkpoint at {str(ckpt_path)!r}.")
-        state, header = checkpoint.load(ckpt_path, state, spec)
-        history = header["meta"]["history"]
-        for name in ("best_step", "best_K_bits", "stopped_step"):  # checkpoints of earlier versions lack them
-            history.setdefault(name, None)
-        history.setdefault("skipped_steps", [])
-        start = int(header["meta"]["step"])
-        best = history["best_step"]
-        if best is not None and config.keep_best:
-            assert best_path is not None  # `out_dir` is given (checked above)
-            best_state = state if best == start else _load_best(best_path, state, spec, best, ckpt_path)
-    train_host = train
-    train, state = _replicate((train, state), replicated)
-
-    def batch_indices(step):
-        return jax.random.randint(jax.random.fold_in(data_key, step), (batch,), 0, num_train)
-
-    skip = config.on_nonfinite == "skip"
-
-    def chunk(state, first_step, n):
-        def body(carry, i):
-            state, stopped = carry
-            xb = jax.lax.with_sharding_constraint(train[batch_indices(first_step + i)], batch_sharding)
-            new_state, loss, status = _guarded_update(svi, state, xb)
-            if skip:  # a bad step changes nothing but the PRNG key
-                accept = status == _OK
-                kept = state._replace(rng_key=new_state.rng_key)
-            else:  # freeze at the state before the first bad step
-                accept = (status == _OK) & ~stopped
-                kept = state
-            state = jax.lax.cond(accept, lambda: new_state, lambda: kept)
-            return (state, stopped | (status != _OK)), (loss, status)
-
-        (state, _), out = jax.lax.scan(body, (state, jnp.asarray(False)), jnp.arange(n))
-        return state, out
-
-    chunk = jax.jit(chunk, static_argnums=2, out_shardings=replicated)
-    val_eval = np.asarray(val[: config.eval_size])
+        svi_state, history, start, best_state = ckpts.resume(state.svi_state, config.keep_best)
+        state = TrainState(svi_state)
+    validation = _Validation(diffusion, svi, val, eval_key, config, history, best_state)
+    replicated_train, state = _replicate((train, state), mesh.replicated)
+    chunk = _compile_chunk(svi, replicated_train, data_key, batch, config.on_nonfinite, mesh)
     bits_per_loss = 1.0 / (batch * math.log(2.0))
-
-    def rank(K: float | None) -> float:
-        """Validation K for comparison: a non-finite one never beats a finite one."""
-        return K if K is not None and math.isfinite(K) else -math.inf
-
-    last_saved = start if resume else None
-    last_save_time = time.monotonic()
-
-    def save(step: int) -> None:
-        nonlocal last_saved, last_save_time
-        if ckpt_path is None or not lead or last_saved == step:
-            return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        best = {"step": history["best_step"], "K_bits": history["best_K_bits"]}
-        checkpoint.save(ckpt_path, _local(state), spec, {"step": step, "history": history, "best": best})
-        last_saved, last_save_time = step, time.monotonic()
-        if on_checkpoint is not None:
-            on_checkpoint(step)
-
-    def save_best(step: int) -> None:
-        if best_path is None or not lead:
-            return
-        best_path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(best_path, best_state, spec, {"step": step, "K_bits": history["best_K_bits"]})
-
-    def postfix() -> None:
-        shown = {"K_bits": f"{-history['loss_bits'][-1]:.3f}"} if history["loss_bits"] else {}
-        if history["eval_K_bits"]:
-            shown["val_K"] = f"{history['eval_K_bits'][-1]:.3f}"
-            shown["best"] = history["best_step"]
-        bar.set_postfix(shown)
-
     t0 = time.perf_counter() - float(history["seconds"])
     step = start
-    # evaluations since the best one (the patience counter), from the history so that it survives a resume
-    stale = sum(1 for s in history["eval_step"] if history["best_step"] is not None and s > history["best_step"])
-    stopped = history["stopped_step"] is not None
-    bar = tqdm(total=config.steps, initial=start, disable=not (progress and lead), unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps, initial=start, disable=not (progress and ckpts.lead), unit="step", dynamic_ncols=True
+    )
     try:
         with _SignalFlag() as signals:
-            while step < config.steps and not stopped:
-                # end chunks on evaluation and checkpoint boundaries (a few chunk lengths, each compiled once)
-                n = min(
-                    config.steps_per_call,
-                    config.steps - step,
-                    config.eval_every - step % config.eval_every,
-                    config.checkpoint_every - step % config.checkpoint_every,
-                )
+            while step < config.steps and history["stopped_step"] is None:
+                n = _chunk_length(config, step)
                 new_state, (losses, status) = chunk(state, step, n)
                 losses, status = np.asarray(losses), np.asarray(status)
                 bad = np.flatnonzero(status != _OK)
-                if bad.size and not skip:
+                if bad.size and config.on_nonfinite == "stop":
                     bad_step = step + int(bad[0])
                     raise _non_finite_error(
-                        svi, config, _local(new_state), bad_step, int(status[bad[0]]),
-                        np.asarray(batch_indices(bad_step)), train_host, saved=last_saved,
+                        svi, config, _local(new_state.svi_state), bad_step, int(status[bad[0]]),
+                        np.asarray(_batch_indices(data_key, bad_step, batch, num_train)), train,
+                        saved=ckpts.last_saved,
                     )  # fmt: skip
                 history["skipped_steps"].extend(step + int(j) for j in bad)
                 state, step = new_state, step + n
                 good = np.delete(losses, bad)
                 history["step"].append(step)
                 history["loss_bits"].append(float(good.mean() * bits_per_loss) if good.size else math.nan)
-                improved = False
-                if step % config.eval_every == 0 or step == config.steps:
-                    local = _local(state)
-                    terms = evaluate_bound(diffusion, svi.get_params(local), val_eval, eval_key)
-                    K = float(terms.bits()["K"].mean())
-                    history["eval_step"].append(step)
-                    history["eval_K_bits"].append(K)
-                    improved = history["best_step"] is None or rank(K) > rank(history["best_K_bits"])
-                    if improved:
-                        history["best_step"], history["best_K_bits"], stale = step, K, 0
-                        best_state = local  # arrays are immutable and never donated: a reference is a copy
-                        save_best(step)  # before the checkpoint that refers to it
-                    else:
-                        stale += 1
-                        if config.patience is not None and stale >= config.patience and step < config.steps:
-                            history["stopped_step"], stopped = step, True
+                new_best = validation(step, state) if validation.due(step) else None
+                if new_best is not None:  # best.eqx before the checkpoint that refers to it
+                    ckpts.save_best(step, new_best, history["best_K_bits"])
                 bar.update(n)
-                postfix()
+                _postfix(bar, history)
                 history["seconds"] = time.perf_counter() - t0
                 caught = signals.agreed()
-                wall = config.checkpoint_seconds
                 if (
-                    improved or stopped or caught is not None or step == config.steps
-                    or step % config.checkpoint_every == 0
-                    or (wall is not None and time.monotonic() - last_save_time >= wall)
+                    new_best is not None or history["stopped_step"] is not None or caught is not None
+                    or step == config.steps or step % config.checkpoint_every == 0
+                    or ckpts.overdue(config.checkpoint_seconds)
                 ):  # fmt: skip
-                    save(step)
+                    ckpts.save(step, state, history)
                 if caught is not None:
-                    where = (
-                        f"the checkpoint at {ckpt_path} holds it"
-                        if ckpt_path is not None
-                        else "no checkpoint was written (`fit` was given no `out_dir`)"
-                    )
-                    raise TrainingInterrupted(
-                        f"training interrupted by {caught} at step {step} of {config.steps}; {where}",
-                        step=step, signal_name=caught, checkpoint=ckpt_path, state=_local(state),
-                    )  # fmt: skip
+                    raise _interrupted(caught, step, config, ckpts.path, _local(state.svi_state))
     finally:
         bar.close()
-    state = _local(state)
-    if config.keep_best and best_state is not None:
-        state, returned_step = best_state, int(history["best_step"])
+    if config.keep_best and validation.best_state is not None:
+        final, returned_step = validation.best_state, int(history["best_step"])
     else:
-        returned_step = step
+        final, returned_step = _local(state.svi_state), step
     stopped_early = history["stopped_step"] is not None
-    return FitResult(svi.get_params(state), state, history, float(history["seconds"]), returned_step, stopped_early)
+    return FitResult(svi.get_params(final), final, history, float(history["seconds"]), returned_step, stopped_early)
