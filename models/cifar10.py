@@ -67,6 +67,6 @@ def experiment(data_path: str) -> Experiment:
 if __name__ == "__main__":
     import sys
 
-    from dpm_ppl.cli._main import main
+    from dpm_ppl.cli import main
 
     sys.exit(main(["fit", __file__, *sys.argv[1:]]))

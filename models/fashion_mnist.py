@@ -45,6 +45,6 @@ experiment = Experiment(
 
 
 if __name__ == "__main__":
-    from dpm_ppl.cli._main import main
+    from dpm_ppl.cli import main
 
     main(["fit", __file__])

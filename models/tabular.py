@@ -70,6 +70,6 @@ def experiment(data_path: str, columns: str | None = None) -> Experiment:
 if __name__ == "__main__":
     import sys
 
-    from dpm_ppl.cli._main import main
+    from dpm_ppl.cli import main
 
     sys.exit(main(["fit", __file__, *sys.argv[1:]]))

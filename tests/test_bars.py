@@ -10,7 +10,7 @@ import json
 import pytest
 from helpers import N_SE
 
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 
 
 pytestmark = pytest.mark.slow

@@ -33,7 +33,7 @@ from dpm_ppl import (
     sample,
 )
 from dpm_ppl import _binomial as binomial
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 from dpm_ppl.datasets import BinaryHeartbeat, check_binary
 from dpm_ppl.nn import MLPNet
 

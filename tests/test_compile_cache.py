@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpm_ppl.cli import _compile_cache as compile_cache
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 
 
 def test_default_dir_follows_the_environment(monkeypatch, tmp_path):

@@ -34,7 +34,7 @@ from dpm_ppl import (
     log_likelihood,
 )
 from dpm_ppl.arviz import elpd, likelihood_datatree
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 from dpm_ppl.infer import discrete_bits_per_dim, psis_khat
 from dpm_ppl.infer._likelihood import log_weights
 from dpm_ppl.nn import MLPNet

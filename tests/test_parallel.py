@@ -99,7 +99,7 @@ def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
 
 
 def test_distributed_flags_need_distributed(tmp_path):
-    from dpm_ppl.cli._main import main
+    from dpm_ppl.cli import main
 
     assert main(["fit", "models/swiss_roll.py", "--out", str(tmp_path), "--num-processes", "2"]) == 2
 

@@ -10,7 +10,7 @@ import xarray as xr
 
 import dpm_ppl as dpm
 from dpm_ppl import load_run
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpm_ppl.cli._main import main
+from dpm_ppl.cli import main
 
 
 ROOT = Path(__file__).resolve().parents[1]

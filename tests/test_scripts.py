@@ -12,8 +12,8 @@ import xarray as xr
 
 from dpm_ppl import GaussianDiffusion, load_run
 from dpm_ppl import _gaussian as gaussian
+from dpm_ppl.cli import main
 from dpm_ppl.cli._experiment import load_script
-from dpm_ppl.cli._main import main
 from dpm_ppl.datasets import ImageData
 from dpm_ppl.infer import discrete_bits_per_dim
 

@@ -20,8 +20,8 @@ import pytest
 
 from dpm_ppl import ArraySchedule, CheckpointError, HarmonicSchedule, TrainConfig, load_run
 from dpm_ppl._schedules import validate_betas
+from dpm_ppl.cli import main
 from dpm_ppl.cli._experiment import load_script
-from dpm_ppl.cli._main import main
 from dpm_ppl.datasets import FileData, check_data
 from dpm_ppl.infer import _checkpoint as checkpoint
 from dpm_ppl.infer._train import BEST_CHECKPOINT as LOADED  # the state load_run reads
