@@ -4,14 +4,19 @@ The environment variables must be set before JAX is imported anywhere, so they s
 this file, which pytest imports before any test module.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.pop("JAX_ENABLE_X64", None)  # float32 tests: tolerances below are derived for float32
-# `dpm` commands run by tests share one throw-away compilation cache, not the user's
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"dpm_ppl-test-xla-{os.getuid()}")
+# `dpm` commands run by tests share one throw-away compilation cache, not the user's: a new folder per test run, so
+# no run reads executables another run (another checkout, another environment) wrote, and none is left behind
+_CACHE = tempfile.mkdtemp(prefix="dpm_ppl-test-xla-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
