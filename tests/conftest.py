@@ -24,6 +24,10 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 jax.config.update("jax_platforms", "cpu")
+# the test process itself compiles without the persistent cache (the `dpm` subprocesses above use it): writing and
+# reading back the executables of the whole suite in one process crashed XLA twice (SIGSEGV / SIGABRT in
+# `compilation_cache.get/put_executable_and_time`, always at the Jacobian-twist SMC test)
+jax.config.update("jax_enable_compilation_cache", False)
 
 
 def pytest_configure(config):
