@@ -182,20 +182,13 @@ def run(
         if clamp is None:
             return jnp.zeros((N, B), dtype)
         tt = jnp.maximum(t, 1)
-        mask, y = clamp_like(x)
-        tw = family.marginal_log_prob(x, y, tt, betas) - family.reverse_log_prob(x, prior_params)
-        return jnp.where(t > 0, _sum_event(jnp.where(mask, tw, 0.0), event_ndim), 0.0)
-
-    def clamp_like(x):
-        """The clamp's mask and values broadcast to ``x``'s (N, B, *event) shape."""
-        assert clamp is not None
-        return jnp.broadcast_to(clamp[0], x.shape), jnp.broadcast_to(clamp[1], x.shape)
+        tw = family.marginal_log_prob(x, clamp[1], tt, betas) - family.reverse_log_prob(x, prior_params)
+        return jnp.where(t > 0, _sum_event(jnp.where(clamp[0], tw, 0.0), event_ndim), 0.0)
 
     def x0_of(params, x, t):
         x0, v0 = family.x0_estimate(params, x, t, betas)
         if clamp is not None:
-            mask, y = clamp_like(x0)
-            x0, v0 = jnp.where(mask, y, x0), jnp.where(mask, 0.0, v0)
+            x0, v0 = jnp.where(clamp[0], clamp[1], x0), jnp.where(clamp[0], 0.0, v0)
         return x0, v0
 
     def jacobian_covariances(x, t):
@@ -266,8 +259,7 @@ def run(
         else:
             prop = family.tilt(ev.params, ev.grad, ev.curvature)
         if clamp is not None:
-            mask, y = clamp_like(jax.tree.leaves(prop)[0])
-            prop = family.twist_exact(prop, mask, y, jnp.maximum(t_new, 1), betas)
+            prop = family.twist_exact(prop, clamp[0], clamp[1], jnp.maximum(t_new, 1), betas)
         return prop
 
     def mala(key, x, parent, latents, t_new, last, eps):
@@ -321,7 +313,7 @@ def run(
         final = isinstance(t_new, int) and t_new == 0
         if clamp is not None and final:
             fixed = jnp.broadcast_to(clamp[0], shape)
-            x_new = jnp.where(fixed, jnp.broadcast_to(clamp[1], shape), x_new)
+            x_new = jnp.where(fixed, clamp[1], x_new)
         log_q = _sum_event(jnp.where(fixed, 0.0, family.reverse_log_prob(x_new, prop)), event_ndim)
         log_p = _sum_event(family.reverse_log_prob(x_new, ev.params), event_ndim)
         ev_new = evaluate_x0(x_new, latents) if final else evaluate(x_new, latents, t_new, last_new)
@@ -332,7 +324,7 @@ def run(
         incr = jnp.where(jnp.isnan(incr), -jnp.inf, incr)
         unnorm = log_w + incr
         step_Z = jax.nn.logsumexp(unnorm, axis=0)
-        log_w = unnorm - step_Z[None]
+        log_w = unnorm - step_Z
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w), axis=0)
         accept = jnp.full((B,), jnp.nan, dtype)
         if final:
